@@ -1,0 +1,18 @@
+"""All selectable nnunet_lite trainers (``nnUNetv2_train ... -tr <name>``).
+
+Defined here with real dotted module names; nnU-Net finds them through the re-export shim in
+``nnunet_lite/nnunet_ext`` (see ``nnunet_lite env``). Nothing here may import optional dependencies or do work at
+import time: an import error would abort nnU-Net's trainer lookup.
+"""
+
+from ..trainer_base import nnUNetTrainerLite
+from . import nnUNetTrainerLGMSNet as _lgmsnet
+
+TRAINERS: dict[str, type[nnUNetTrainerLite]] = {
+    name: obj
+    for module in (_lgmsnet,)
+    for name, obj in vars(module).items()
+    if isinstance(obj, type) and issubclass(obj, nnUNetTrainerLite) and obj.__module__ == module.__name__
+}
+globals().update(TRAINERS)
+__all__ = sorted(TRAINERS)

@@ -1,0 +1,87 @@
+import pytest
+import torch
+from torch import nn
+
+from nnunet_lite.architectures import LGMSNet
+from nnunet_lite.architectures.lgmsnet import GMS, LMS, _from_tokens, _to_tokens
+
+
+def num_params(module: nn.Module) -> int:
+    return sum(p.numel() for p in module.parameters())
+
+
+@pytest.mark.parametrize(
+    ("conv_op", "in_ch", "classes", "expected"),
+    [(nn.Conv2d, 3, 1, 2_321_393), (nn.Conv3d, 1, 14, 6_193_742), (nn.Conv3d, 1, 4, 6_193_572)],
+)
+def test_parameter_counts_match_official_code(conv_op, in_ch, classes, expected):
+    assert num_params(LGMSNet(in_ch, classes, conv_op=conv_op)) == expected
+
+
+@pytest.mark.parametrize(
+    ("conv_op", "shape", "kwargs"),
+    [
+        (nn.Conv2d, (2, 3, 64, 96), {}),
+        (nn.Conv2d, (1, 1, 32, 160), {}),
+        (nn.Conv3d, (1, 1, 32, 32, 64), {}),
+        # anisotropic 3D plan: no pooling along the first axis in the first two pools, odd sizes at low resolution
+        (nn.Conv3d, (1, 2, 12, 48, 64), LGMSNet.kwargs_from_plans(
+            [12, 48, 64], [[1, 1, 1], [1, 2, 2], [1, 2, 2], [2, 2, 2], [2, 2, 2], [1, 1, 2]])),
+    ],
+)
+def test_forward_shape_and_gradients(conv_op, shape, kwargs):
+    net = LGMSNet(shape[1], 3, conv_op=conv_op, **kwargs)
+    out = net(torch.randn(shape))
+    assert out.shape == (shape[0], 3, *shape[2:])
+    assert torch.isfinite(out).all()
+    out.square().mean().backward()
+    missing = [n for n, p in net.named_parameters() if p.grad is None or not torch.isfinite(p.grad).all()]
+    assert not missing, f"parameters without a finite gradient: {missing}"
+
+
+def test_kwargs_from_plans_uses_plan_strides_and_odd_axes_get_patch_one():
+    kw = LGMSNet.kwargs_from_plans([24, 64, 64], [[1, 1, 1], [1, 2, 2], [2, 2, 2], [2, 2, 2], [2, 2, 2], [1, 2, 2]])
+    assert kw["strides"] == [(1, 2, 2), (2, 2, 2), (2, 2, 2), (2, 2, 2)]
+    # feature sizes: H/4 -> (12, 16, 16), H/8 -> (6, 8, 8), H/16 -> (3, 4, 4)
+    assert kw["token_patches"] == [(2, 2, 2), (2, 2, 2), (1, 2, 2)]
+
+
+def test_short_plans_are_padded_with_stride_one():
+    kw = LGMSNet.kwargs_from_plans([16, 16], [[1, 1], [2, 2], [2, 2]])
+    assert kw["strides"] == [(2, 2), (2, 2), (1, 1), (1, 1)]
+    net = LGMSNet(1, 2, **kw)
+    assert net(torch.randn(1, 1, 16, 16)).shape == (1, 2, 16, 16)
+
+
+def test_impossible_input_size_fails_early_with_actionable_message():
+    net = LGMSNet(3, 2)
+    with pytest.raises(ValueError, match=r"axis 1: 48 is not divisible by 32.*multiple of \(32, 32\)"):
+        net(torch.randn(1, 3, 64, 48))
+
+
+def test_deep_supervision_is_refused():
+    with pytest.raises(ValueError, match="no deep supervision"):
+        LGMSNet(3, 2, deep_supervision=True)
+
+
+@pytest.mark.parametrize("patch", [(2, 2), (1, 2)])
+def test_token_grouping_roundtrip_and_sparsity(patch):
+    x = torch.arange(2 * 3 * 4 * 6, dtype=torch.float32).reshape(2, 3, 4, 6)
+    tokens = _to_tokens(x, patch)
+    assert tokens.shape == (2, patch[0] * patch[1], (4 // patch[0]) * (6 // patch[1]), 3)
+    assert torch.equal(_from_tokens(tokens, patch, (4, 6)), x)
+    # group 0 holds the pixels at even offsets along every grouped axis (a dilated, sparse sequence)
+    assert torch.equal(tokens[0, 0, :, 0], x[0, 0, :: patch[0], :: patch[1]].flatten())
+
+
+def test_blocks_in_2d_and_3d():
+    for conv_op, shape in [(nn.Conv2d, (1, 16, 8, 8)), (nn.Conv3d, (1, 16, 4, 4, 4))]:
+        norm = nn.BatchNorm2d if conv_op is nn.Conv2d else nn.InstanceNorm3d
+        assert LMS(conv_op, 16, norm)(torch.randn(shape)).shape == shape
+        assert GMS(conv_op, 16, 32, norm)(torch.randn(shape)).shape == (shape[0], 32, *shape[2:])
+
+
+def test_logits_not_probabilities():
+    torch.manual_seed(0)
+    out = LGMSNet(3, 2).eval()(torch.randn(1, 3, 64, 64) * 5)
+    assert out.min() < 0 or out.max() > 1
