@@ -68,12 +68,14 @@ class ConvNormAct(nn.Sequential):
         bias: bool = False,
         groups: int = 1,
         dilation: int = 1,
+        stride: int | Sequence[int] = 1,
     ) -> None:
         layers: list[nn.Module] = [
             conv_op(
                 in_channels,
                 out_channels,
                 kernel_size,
+                stride=stride,
                 padding=dilation * (kernel_size - 1) // 2,
                 dilation=dilation,
                 groups=groups,
@@ -112,11 +114,17 @@ class TransformerLayer(nn.Module):
     """Pre-norm Transformer layer: ``x + MHSA(LN(x))`` then ``x + FFN(LN(x))``."""
 
     def __init__(
-        self, dim: int, heads: int, dim_head: int, mlp_dim: int, nonlin: type[nn.Module] = nn.GELU
+        self,
+        dim: int,
+        heads: int,
+        dim_head: int,
+        mlp_dim: int,
+        nonlin: type[nn.Module] = nn.GELU,
+        qkv_bias: bool = False,
     ) -> None:
         super().__init__()
         self.norm1 = nn.LayerNorm(dim)
-        self.attn = MultiHeadSelfAttention(dim, heads, dim_head)
+        self.attn = MultiHeadSelfAttention(dim, heads, dim_head, qkv_bias=qkv_bias)
         self.norm2 = nn.LayerNorm(dim)
         self.ffn = nn.Sequential(nn.Linear(dim, mlp_dim), nonlin(), nn.Linear(mlp_dim, dim))
 

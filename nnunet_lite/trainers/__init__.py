@@ -6,11 +6,13 @@ import time: an import error would abort nnU-Net's trainer lookup.
 """
 
 from ..trainer_base import nnUNetTrainerLite
+from . import nnUNetTrainerAULUNet as _aulunet
 from . import nnUNetTrainerLGMSNet as _lgmsnet
+from . import nnUNetTrainerMedLiteNet as _medlitenet
 
 TRAINERS: dict[str, type[nnUNetTrainerLite]] = {
     name: obj
-    for module in (_lgmsnet,)
+    for module in (_aulunet, _lgmsnet, _medlitenet)
     for name, obj in vars(module).items()
     if isinstance(obj, type) and issubclass(obj, nnUNetTrainerLite) and obj.__module__ == module.__name__
 }

@@ -1,0 +1,212 @@
+"""AULUNet: an adaptive ultra-lightweight U-Net for skin lesion segmentation (BMVC 2025, oral).
+
+Paper: https://bmvc2025.bmva.org/proceedings/1199/; official code: https://github.com/maklachur/AULUNet.
+
+Reproduces the official code (``c_list = [5, 10, 15, 25, 35, 60]``): 28,636 parameters with 3 inputs and 1 output,
+built from Adaptive Kernel Fusion (:class:`AKF`), Residual Global Fusion (:class:`RGF`) and Lightweight Skip Gate
+(:class:`LSG`) blocks joined by :class:`PointConv` projections. As in the code (not the paper text, which describes
+ECA-style Conv1d gates), the AKF and RGF gates are full ``C -> C`` 1x1 convolutions; only this reproduces the published
+0.029 M parameters. Differences from the official code:
+
+- the network returns logits (the official head ends with a sigmoid);
+- the 5 downsampling strides come from the nnU-Net plans (anisotropic ``[1, 2, 2]`` pools are allowed) instead of a
+  fixed 2, and decoder upsampling interpolates to the skip connection's size, so any stride layout lines up;
+- 3D is an extension not in the paper: Conv3d, BatchNorm3d, AvgPool3d and trilinear upsampling (35,296 parameters
+  with 1 input and 1 output).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+
+import torch
+from dynamic_network_architectures.building_blocks.helper import (
+    convert_conv_op_to_dim,
+    get_matching_batchnorm,
+    get_matching_pool_op,
+)
+from torch import nn
+
+from .blocks import (
+    ConvNormAct,
+    ConvOp,
+    check_divisible,
+    init_weights,
+    interp_mode,
+    normalize_strides,
+    pool_strides_from_plans,
+)
+
+__all__ = ["AULUNet"]
+
+NUM_POOLS = 5
+
+
+def _global_avg_pool(x: torch.Tensor) -> torch.Tensor:
+    # a tensor op, not an AdaptiveAvgPool module: thop then counts 0.069 G MACs at 256x256, as published
+    return x.mean(dim=tuple(range(2, x.ndim)), keepdim=True)
+
+
+class PointConv(ConvNormAct):
+    """Pointwise projection ``PointConv(x) = ReLU(BN(Conv1x1(x)))`` (no bias)."""
+
+    def __init__(self, conv_op: ConvOp, in_channels: int, out_channels: int) -> None:
+        super().__init__(conv_op, in_channels, out_channels, 1, norm_op=get_matching_batchnorm(conv_op))
+
+
+class AKF(nn.Module):
+    """Adaptive Kernel Fusion: a per-channel gate blends a dense and a dilated depthwise 3x3 convolution.
+
+    ``F1 = DWConv3x3(x)``, ``F2 = DWConv3x3_dilation2(x)`` (no bias, norm or activation),
+    ``alpha = sigmoid(Conv1x1(GAP(x)))`` (a ``C -> C`` convolution with bias, one gate value per channel) and
+    ``AKF(x) = PointConv(alpha * F1 + (1 - alpha) * F2)``. There is no residual connection.
+    """
+
+    def __init__(self, conv_op: ConvOp, channels: int) -> None:
+        super().__init__()
+        self.dw_local = conv_op(channels, channels, 3, padding=1, groups=channels, bias=False)
+        self.dw_dilated = conv_op(channels, channels, 3, padding=2, dilation=2, groups=channels, bias=False)
+        self.gate_conv = conv_op(channels, channels, 1)
+        self.project = PointConv(conv_op, channels, channels)
+
+    def gate(self, x: torch.Tensor) -> torch.Tensor:
+        """``alpha``, shape ``(B, C, 1, 1[, 1])``."""
+        return torch.sigmoid(self.gate_conv(_global_avg_pool(x)))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        alpha = self.gate(x)
+        f1, f2 = self.dw_local(x), self.dw_dilated(x)
+        return self.project(alpha * f1 + (1 - alpha) * f2)
+
+
+class RGF(nn.Module):
+    """Residual Global Fusion (bottleneck): ``G = tanh(Conv1x1(GAP(x)))`` (``C -> C``, no bias), ``RGF(x) = x + x * G``.
+
+    A per-channel global gate in (-1, 1) rescales the features by ``1 + G``.
+    """
+
+    def __init__(self, conv_op: ConvOp, channels: int) -> None:
+        super().__init__()
+        self.gate_conv = conv_op(channels, channels, 1, bias=False)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x + x * torch.tanh(self.gate_conv(_global_avg_pool(x)))
+
+
+class LSG(nn.Module):
+    """Lightweight Skip Gate: the decoder feature D admits the encoder skip E through a per-voxel, per-channel gate.
+
+    ``beta = sigmoid(BN(Conv1x1_{2C->C}([D, E])))`` (no bias) and ``LSG(D, E) = D + beta * E``.
+    """
+
+    def __init__(self, conv_op: ConvOp, channels: int) -> None:
+        super().__init__()
+        self.gate = ConvNormAct(
+            conv_op, 2 * channels, channels, 1, norm_op=get_matching_batchnorm(conv_op), nonlin=nn.Sigmoid
+        )
+
+    def forward(self, decoder: torch.Tensor, skip: torch.Tensor) -> torch.Tensor:
+        return decoder + self.gate(torch.cat([decoder, skip], dim=1)) * skip
+
+
+class UpProj(nn.Module):
+    """Interpolate to the skip connection's size (linear, ``align_corners=True`` as in the code), then PointConv."""
+
+    def __init__(self, conv_op: ConvOp, in_channels: int, out_channels: int) -> None:
+        super().__init__()
+        self.mode = interp_mode(conv_op)
+        self.project = PointConv(conv_op, in_channels, out_channels)
+
+    def forward(self, x: torch.Tensor, size: Sequence[int]) -> torch.Tensor:
+        return self.project(nn.functional.interpolate(x, size=tuple(size), mode=self.mode, align_corners=True))
+
+
+class AULUNet(nn.Module):
+    """AULUNet (BMVC 2025), 2D or 3D depending on ``conv_op``.
+
+    Encoder: ``e0 = AKF(stem(x))``, then ``e_i = PointConv_{c[i-1]->c[i]}(AKF(AvgPool(e_{i-1})))`` for 5 levels;
+    bottleneck ``RGF(e5)``; decoder ``d_i = AKF(LSG(UpProj_{c[i+1]->c[i]}(d_{i+1}), e_i))``; head Conv1x1.
+
+    Args:
+        input_channels: image channels.
+        num_classes: output logits (one per nnU-Net segmentation head); no softmax/sigmoid is applied.
+        conv_op: ``nn.Conv2d`` or ``nn.Conv3d``; BatchNorm, average pooling and interpolation follow from it.
+        channels: channels per resolution level, shallow to deep (6 entries; the official ``c_list``).
+        strides: the 5 average-pooling strides (pooling kernel = stride), each an int or one int per axis (default 2
+            everywhere, as in the paper).
+        deep_supervision: must be False; AULUNet has no auxiliary heads.
+
+    Every spatial size must be divisible by the product of the strides (32 for the defaults); :meth:`check_input_size`
+    says what to change.
+    """
+
+    def __init__(
+        self,
+        input_channels: int,
+        num_classes: int,
+        *,
+        conv_op: ConvOp = nn.Conv2d,
+        channels: Sequence[int] = (5, 10, 15, 25, 35, 60),
+        strides: Sequence[int | Sequence[int]] | None = None,
+        deep_supervision: bool = False,
+    ) -> None:
+        super().__init__()
+        if deep_supervision:
+            raise ValueError("AULUNet has no deep supervision heads; train it with enable_deep_supervision=False")
+        dim = convert_conv_op_to_dim(conv_op)
+        self.strides = normalize_strides(strides if strides is not None else [2] * NUM_POOLS, dim)
+        c = tuple(channels)
+        if len(self.strides) != NUM_POOLS or len(c) != NUM_POOLS + 1:
+            raise ValueError(
+                f"AULUNet needs {NUM_POOLS} strides and {NUM_POOLS + 1} channel counts, got {self.strides} and {c}"
+            )
+        pool_op = get_matching_pool_op(conv_op, pool_type="avg")
+
+        self.stem = nn.Sequential(
+            ConvNormAct(conv_op, input_channels, c[0], 3, norm_op=get_matching_batchnorm(conv_op)),
+            AKF(conv_op, c[0]),
+        )
+        self.pools = nn.ModuleList(pool_op(kernel_size=s, stride=s) for s in self.strides)
+        self.encoders = nn.ModuleList(
+            nn.Sequential(AKF(conv_op, c[i - 1]), PointConv(conv_op, c[i - 1], c[i])) for i in range(1, NUM_POOLS + 1)
+        )
+        self.bottleneck = RGF(conv_op, c[-1])
+        # decoder modules are indexed by the level they produce, 0 (full resolution) to 4
+        self.ups = nn.ModuleList(UpProj(conv_op, c[i + 1], c[i]) for i in range(NUM_POOLS))
+        self.skip_gates = nn.ModuleList(LSG(conv_op, c[i]) for i in range(NUM_POOLS))
+        self.decoders = nn.ModuleList(AKF(conv_op, c[i]) for i in range(NUM_POOLS))
+        self.head = conv_op(c[0], num_classes, 1)
+        # nnU-Net's He init, as in its own networks and the other nnunet_lite nets, so that a comparison differs in
+        # the architecture only (the notes on the official code record no custom init to reproduce instead).
+        self.apply(init_weights)
+
+    def required_divisor(self) -> tuple[int, ...]:
+        """Per axis, the number every input size must be divisible by (the product of the strides)."""
+        return tuple(math.prod(s[ax] for s in self.strides) for ax in range(len(self.strides[0])))
+
+    def check_input_size(self, spatial_shape: Sequence[int]) -> None:
+        """Raises ValueError if ``spatial_shape`` cannot pass through the network."""
+        check_divisible(
+            "AULUNet",
+            spatial_shape,
+            self.required_divisor(),
+            f"Pad or crop the input (or choose a patch size) to a multiple of {self.required_divisor()} per axis; "
+            f"strides {self.strides}.",
+        )
+
+    @staticmethod
+    def kwargs_from_plans(patch_size: Sequence[int], pool_op_kernel_sizes: Sequence[Sequence[int]]) -> dict:
+        """The plan's first 5 pooling strides (padded with 1 for plans with fewer stages)."""
+        return {"strides": pool_strides_from_plans(pool_op_kernel_sizes, NUM_POOLS)}
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        self.check_input_size(x.shape[2:])
+        skips = [self.stem(x)]
+        for pool, encoder in zip(self.pools, self.encoders, strict=True):
+            skips.append(encoder(pool(skips[-1])))
+        d = self.bottleneck(skips.pop())
+        for level in reversed(range(NUM_POOLS)):
+            skip = skips[level]
+            d = self.decoders[level](self.skip_gates[level](self.ups[level](d, skip.shape[2:]), skip))
+        return self.head(d)

@@ -1,0 +1,1 @@
+"""Subcommands of the ``nnunet_lite`` command line."""

@@ -1,0 +1,1000 @@
+"""Helpers shared by all dataset converters.
+
+Dimension-agnostic parts (usable by 3D converters too):
+
+- :class:`ConversionError`: the one exception type; names the offending file and says what to do.
+- output handling: :func:`resolve_output_root`, :func:`atomic_dataset_folder` (build in a hidden temporary folder inside
+  the output root, rename at the end, remove on any error; ``overwrite`` handling; dataset ID clashes).
+- source discovery: :func:`require_source`, :func:`find_folders`, :func:`find_dirs`, :func:`list_files`.
+- :func:`parallel_map` (spawn-safe process pool with a progress bar), :class:`Report` (skipped and ignored files,
+  notes, warnings), :func:`write_dataset_json`, split files (:func:`load_split_file`, :func:`validate_splits`,
+  :func:`write_splits`).
+
+2D parts: :class:`Case2D`, :func:`load_image_array`, :func:`binarize_mask`, :func:`convert_case_2d` and the driver
+:func:`convert_2d_dataset` that all 2D converters end with.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import multiprocessing
+import os
+import re
+import shutil
+import sys
+import tempfile
+from collections import Counter, defaultdict
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from concurrent.futures import ProcessPoolExecutor, as_completed
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, TypeVar
+
+import numpy as np
+
+import nnunet_lite
+
+T = TypeVar("T")
+R = TypeVar("R")
+
+CONVERTED_BY = f"nnunet_lite {nnunet_lite.__version__}"
+# One channel convention for every 2D dataset, RGB or not (grey images are replicated to 3 channels): nnU-Net divides
+# by 255 (RGBTo01Normalization) instead of z-scoring each image, so models apply across datasets (zero-shot).
+CHANNELS_RGB: dict[str, str] = {"0": "rgb_to_0_1", "1": "rgb_to_0_1", "2": "rgb_to_0_1"}
+FILE_ENDING_2D = ".png"
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff")
+LARGE_IMAGE_SIDE = 2048
+# Files that come with the official downloads and are never cases; they are skipped without comment.
+_QUIET_IGNORED = re.compile(r"^(license|attribution|readme)(\.txt|\.md)?$|^thumbs\.db$|^desktop\.ini$", re.IGNORECASE)
+
+
+# --------------------------------------------------------------------------------------------------------------------
+# errors
+# --------------------------------------------------------------------------------------------------------------------
+
+
+class ConversionError(Exception):
+    """A problem with the input (or the output folder) that the user can fix.
+
+    Args:
+        message: what is wrong.
+        path: the offending file or folder, if there is one.
+        hint: what to do about it.
+    """
+
+    def __init__(self, message: str, path: str | os.PathLike | None = None, hint: str | None = None) -> None:
+        self.message = message
+        self.path = None if path is None else Path(path)
+        self.hint = hint
+        super().__init__(str(self))
+
+    def __str__(self) -> str:
+        text = f"{self.path}: {self.message}" if self.path is not None else self.message
+        return f"{text}\n  -> {self.hint}" if self.hint else text
+
+    def __reduce__(self):  # keep path and hint when the error crosses a process boundary
+        return (type(self), (self.message, self.path, self.hint))
+
+
+# --------------------------------------------------------------------------------------------------------------------
+# output folder
+# --------------------------------------------------------------------------------------------------------------------
+
+
+def resolve_output_root(output_root: str | os.PathLike | None = None) -> Path:
+    """The folder datasets are written to: ``output_root`` if given, else ``$nnUNet_raw``."""
+    if output_root is None:
+        from nnunetv2.paths import nnUNet_raw  # lazy _EnvPath in nnunetv2 2.8
+
+        if not nnUNet_raw.is_set():
+            raise ConversionError(
+                "nnUNet_raw is not set, so there is nowhere to write the dataset",
+                hint="export nnUNet_raw=/path/to/nnUNet_raw (see nnU-Net's documentation/setting_up_paths.md), "
+                "or pass --output-root/-o",
+            )
+        output_root = os.fspath(nnUNet_raw)
+    root = Path(output_root).expanduser()
+    if root.exists() and not root.is_dir():
+        raise ConversionError("output root is not a folder", root)
+    root.mkdir(parents=True, exist_ok=True)
+    return root.resolve()
+
+
+def check_dataset_id(dataset_id: int) -> int:
+    if isinstance(dataset_id, bool) or not isinstance(dataset_id, int) or not 1 <= dataset_id <= 999:
+        raise ConversionError(f"dataset ID must be an integer from 1 to 999, got {dataset_id!r}")
+    return dataset_id
+
+
+def _nnunet_folders(output_root: Path) -> list[Path]:
+    """The output root plus nnU-Net's other data folders, where an ID clash would also break nnU-Net."""
+    folders = [output_root]
+    for var in ("nnUNet_raw", "nnUNet_preprocessed", "nnUNet_results"):
+        value = os.environ.get(var)
+        if value and Path(value).is_dir() and Path(value).resolve() not in folders:
+            folders.append(Path(value).resolve())
+    return folders
+
+
+def check_target(output_root: Path, folder_name: str, dataset_id: int, overwrite: bool) -> Path:
+    """Raise if ``folder_name`` exists (and not ``overwrite``) or if another dataset already uses ``dataset_id``."""
+    target = output_root / folder_name
+    prefix = f"Dataset{dataset_id:03d}_"
+    for folder in _nnunet_folders(output_root):
+        for other in sorted(folder.glob(prefix + "*")):
+            if other.name != folder_name and other.is_dir():
+                raise ConversionError(
+                    f"dataset ID {dataset_id} is already used by {other.name}; nnU-Net cannot tell two datasets "
+                    "with one ID apart",
+                    other,
+                    hint=f"choose another ID with -d, or remove {other}",
+                )
+    if target.exists() and not overwrite:
+        raise ConversionError(
+            "the target dataset already exists", target, hint="pass --overwrite (overwrite=True) to replace it"
+        )
+    return target
+
+
+@contextlib.contextmanager
+def atomic_dataset_folder(output_root: Path, folder_name: str, dataset_id: int, overwrite: bool) -> Iterator[Path]:
+    """Yield an empty hidden folder inside ``output_root``; on success it becomes ``output_root/folder_name``.
+
+    On any exception (KeyboardInterrupt included) the temporary folder is removed and nothing is left behind. An
+    existing target is replaced only if ``overwrite``; it is moved aside first and deleted after the new folder is in
+    place, so a failure never destroys it.
+    """
+    check_target(output_root, folder_name, dataset_id, overwrite)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{folder_name}.", suffix=".partial", dir=output_root))
+    try:
+        yield tmp
+        target = check_target(output_root, folder_name, dataset_id, overwrite)
+        umask = os.umask(0)
+        os.umask(umask)
+        tmp.chmod(0o777 & ~umask)  # mkdtemp makes 0700 folders
+        if target.exists():
+            old = Path(tempfile.mkdtemp(prefix=f".{folder_name}.", suffix=".old", dir=output_root))
+            os.replace(target, old / "dataset")
+            os.replace(tmp, target)
+            shutil.rmtree(old, ignore_errors=True)
+        else:
+            os.replace(tmp, target)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+
+
+# --------------------------------------------------------------------------------------------------------------------
+# source discovery
+# --------------------------------------------------------------------------------------------------------------------
+
+
+def require_source(source: str | os.PathLike) -> Path:
+    """``source`` as an absolute Path; raise if it is missing, a file, or empty."""
+    path = Path(source).expanduser()
+    if not path.exists():
+        raise ConversionError("SOURCE does not exist", path, hint="pass the folder you unpacked the download into")
+    if path.is_file():
+        archive = path.suffix.lower() in (".zip", ".tar", ".gz", ".tgz", ".rar", ".7z")
+        hint = "unpack the archive first, then pass the folder" if archive else "pass a folder"
+        raise ConversionError("SOURCE is a file, not a folder", path, hint=hint)
+    if not any(_visible(p) for p in path.iterdir()):
+        raise ConversionError("SOURCE is an empty folder", path, hint="pass the folder you unpacked the download into")
+    return path.resolve()
+
+
+def _visible(path: Path) -> bool:
+    return not path.name.startswith(".") and path.name != "__MACOSX"
+
+
+def norm_name(name: str) -> str:
+    """Folder-name key that ignores case, spaces, hyphens and underscores (``Ground Truth`` == ``ground_truth``)."""
+    return re.sub(r"[\s_\-]+", "", name).casefold()
+
+
+def iter_dirs(root: Path, max_depth: int = 3) -> Iterator[Path]:
+    """``root`` and its sub-folders down to ``max_depth``, breadth first, sorted, without hidden and __MACOSX folders."""
+    level = [root]
+    for depth in range(max_depth + 1):
+        nxt = []
+        for d in level:
+            yield d
+            if depth < max_depth:
+                try:
+                    nxt.extend(sorted(p for p in d.iterdir() if p.is_dir() and _visible(p)))
+                except OSError:
+                    continue
+        level = nxt
+
+
+def child_dir(parent: Path, *names: str) -> Path | None:
+    """The sub-folder of ``parent`` whose name matches one of ``names`` (see :func:`norm_name`), if any."""
+    wanted = [norm_name(n) for n in names]
+    try:
+        children = sorted(p for p in parent.iterdir() if p.is_dir() and _visible(p))
+    except OSError:
+        return None
+    for key in wanted:
+        for child in children:
+            if norm_name(child.name) == key:
+                return child
+    return None
+
+
+def find_dirs(source: Path, predicate: Callable[[Path], bool], max_depth: int = 3) -> list[Path]:
+    """Folders at or below ``source`` for which ``predicate`` holds, outermost matches only."""
+    found: list[Path] = []
+    for d in iter_dirs(source, max_depth):
+        if any(d.is_relative_to(f) for f in found):
+            continue
+        if predicate(d):
+            found.append(d)
+    return found
+
+
+def find_one_dir(source: Path, predicate: Callable[[Path], bool], what: str, expected: str, max_depth: int = 3) -> Path:
+    """The single folder at or below ``source`` that satisfies ``predicate``; clear errors for none or several."""
+    found = find_dirs(source, predicate, max_depth)
+    if not found:
+        top = sorted(p.name + ("/" if p.is_dir() else "") for p in source.iterdir() if _visible(p))
+        shown = ", ".join(top[:12]) + (f", ... ({len(top)} entries)" if len(top) > 12 else "")
+        raise ConversionError(
+            f"no {what} found here or up to {max_depth} levels down; expected {expected}. Found: {shown or 'nothing'}",
+            source,
+            hint="pass the folder you unpacked the official download into (or the folder that contains it)",
+        )
+    if len(found) > 1:
+        raise ConversionError(
+            f"found {len(found)} {what}s: " + ", ".join(str(f) for f in found[:5]),
+            source,
+            hint="pass the one you want to convert as SOURCE",
+        )
+    return found[0]
+
+
+def find_folders(source: Path, names: dict[str, Sequence[str]], max_depth: int = 3) -> dict[str, Path | None]:
+    """Locate folders by name (case-insensitive, see :func:`norm_name`) at or below ``source``.
+
+    Args:
+        source: where to look.
+        names: key -> accepted folder names.
+        max_depth: how deep to look.
+
+    Returns:
+        key -> the folder, or None if not found. A folder nested in one of the same name (``X/X/`` as some unzip tools
+        produce) resolves to the inner one.
+
+    Raises:
+        ConversionError: if one name matches several unrelated folders.
+    """
+    all_dirs = list(iter_dirs(source, max_depth))
+    result: dict[str, Path | None] = {}
+    for key, accepted in names.items():
+        wanted = {norm_name(n) for n in accepted}
+        matches = [d for d in all_dirs if norm_name(d.name) in wanted]
+        # X/X: keep the innermost
+        matches = [m for m in matches if not any(o != m and o.is_relative_to(m) for o in matches)]
+        if len(matches) > 1:
+            raise ConversionError(
+                f"found several folders named {accepted[0]}: " + ", ".join(str(m) for m in matches[:5]),
+                source,
+                hint="pass the folder that contains only the copy you want to convert as SOURCE",
+            )
+        result[key] = matches[0] if matches else None
+    return result
+
+
+def describe_found(found: dict[str, Path | None], labels: dict[str, str]) -> str:
+    """``"A (found: /x/A), B (missing)"`` for error messages."""
+    return ", ".join(f"{labels[k]} ({'found: ' + str(v) if v else 'missing'})" for k, v in found.items())
+
+
+def list_files(folder: Path, report: Report | None = None) -> list[Path]:
+    """Sorted visible files of ``folder``; hidden files (``.DS_Store``, ``._x``) are skipped and reported."""
+    files = []
+    for p in sorted(folder.iterdir()):
+        if not p.is_file():
+            continue
+        if p.name.startswith("."):
+            if report is not None:
+                report.ignore(p, "hidden files")
+            continue
+        files.append(p)
+    return files
+
+
+def has_images(folder: Path) -> bool:
+    try:
+        return any(p.suffix.lower() in IMAGE_SUFFIXES and _visible(p) for p in folder.iterdir() if p.is_file())
+    except OSError:
+        return False
+
+
+# --------------------------------------------------------------------------------------------------------------------
+# report
+# --------------------------------------------------------------------------------------------------------------------
+
+
+@dataclass
+class Report:
+    """What a conversion skipped, ignored, noticed; printed in the summary."""
+
+    skipped: list[str] = field(default_factory=list)
+    ignored: Counter = field(default_factory=Counter)
+    ignored_examples: dict[str, list[str]] = field(default_factory=lambda: defaultdict(list))
+    notes: list[str] = field(default_factory=list)
+    warnings: list[str] = field(default_factory=list)
+
+    def ignore(self, path: Path, reason: str) -> None:
+        """Count a file that is not part of any case (``LICENSE.txt`` and the like are not even counted)."""
+        if _QUIET_IGNORED.match(path.name):
+            return
+        self.ignored[reason] += 1
+        if len(self.ignored_examples[reason]) < 2:
+            self.ignored_examples[reason].append(path.name)
+
+    def skip(self, what: str, reason: str) -> None:
+        self.skipped.append(f"{what}: {reason}")
+
+
+# --------------------------------------------------------------------------------------------------------------------
+# parallel map
+# --------------------------------------------------------------------------------------------------------------------
+
+
+def default_num_workers() -> int:
+    """``$nnUNet_def_n_proc`` (nnU-Net's own knob) if set, else min(8, CPU count)."""
+    value = os.environ.get("nnUNet_def_n_proc")
+    if value:
+        try:
+            return max(1, int(value))
+        except ValueError:
+            pass
+    return max(1, min(8, os.cpu_count() or 1))
+
+
+def parallel_map(fn: Callable[[T], R], items: Sequence[T], num_workers: int | None = None, desc: str = "") -> list[R]:
+    """``[fn(x) for x in items]`` with a progress bar, in ``num_workers`` spawned processes (in-process if <= 1).
+
+    ``fn`` must be a module-level function and ``items`` picklable. The first exception cancels the remaining work and
+    is re-raised (ConversionError keeps its path and hint across processes).
+    """
+    from tqdm import tqdm
+
+    items = list(items)
+    num_workers = default_num_workers() if num_workers is None else max(1, int(num_workers))
+    bar = {"desc": desc, "unit": "case", "disable": None, "dynamic_ncols": True, "file": sys.stderr}
+    if num_workers <= 1 or len(items) <= 1:
+        return [fn(x) for x in tqdm(items, **bar)]
+    results: list[Any] = [None] * len(items)
+    executor = ProcessPoolExecutor(
+        max_workers=min(num_workers, len(items)), mp_context=multiprocessing.get_context("spawn")
+    )
+    try:
+        futures = {executor.submit(fn, x): i for i, x in enumerate(items)}
+        for fut in tqdm(as_completed(futures), total=len(futures), **bar):
+            results[futures[fut]] = fut.result()
+    except BaseException:
+        executor.shutdown(wait=True, cancel_futures=True)
+        raise
+    executor.shutdown(wait=True)
+    return results
+
+
+# --------------------------------------------------------------------------------------------------------------------
+# dataset.json and splits
+# --------------------------------------------------------------------------------------------------------------------
+
+
+def write_dataset_json(
+    folder: Path,
+    *,
+    channel_names: dict[str, str],
+    labels: dict[str, int | tuple[int, ...]],
+    num_training: int,
+    file_ending: str,
+    dataset_name: str,
+    reference: str,
+    license: str,
+    description: str | None = None,
+    regions_class_order: Sequence[int] | None = None,
+    overwrite_image_reader_writer: str | None = None,
+    **extra: Any,
+) -> Path:
+    """dataset.json via nnU-Net's own ``generate_dataset_json`` (with reference, licence and converted_by)."""
+    from nnunetv2.dataset_conversion.generate_dataset_json import generate_dataset_json
+
+    generate_dataset_json(
+        os.fspath(folder),
+        dict(channel_names),
+        dict(labels),
+        num_training,
+        file_ending,
+        regions_class_order=None if regions_class_order is None else tuple(regions_class_order),
+        dataset_name=dataset_name,
+        reference=reference,
+        description=description,
+        overwrite_image_reader_writer=overwrite_image_reader_writer,
+        license=license,
+        converted_by=CONVERTED_BY,
+        **extra,
+    )
+    return folder / "dataset.json"
+
+
+def _natural_key(text: str) -> list:
+    return [int(t) if t.isdigit() else t.casefold() for t in re.split(r"(\d+)", text)]
+
+
+def read_id_list(path: Path) -> list[str]:
+    """Non-empty, stripped lines of a text file (CRLF, BOM and any encoding tolerated)."""
+    text = path.read_bytes().decode("utf-8-sig", errors="replace")
+    return [line.strip().strip("\"'") for line in text.splitlines() if line.strip()]
+
+
+def _split_list_pairs(folder: Path) -> list[tuple[Path, Path]]:
+    """(train, val) text files of a split folder: ``*train*<k>.txt`` with ``*val*<k>.txt``, or train.txt with val.txt."""
+    files = {p.name: p for p in folder.iterdir() if p.is_file() and p.suffix.lower() in (".txt", ".csv", ".lst")}
+    pairs = []
+    for name in sorted(files, key=_natural_key):
+        if "train" not in name.lower():
+            continue
+        i = name.lower().index("train")
+        partner = next((name[:i] + v + name[i + 5 :] for v in ("val", "valid", "validation") if name[:i] + v + name[i + 5 :] in files), None)
+        if partner is None:
+            raise ConversionError(
+                "training list without validation list", files[name], hint=f"add {name[:i]}val{name[i + 5 :]}"
+            )
+        pairs.append((files[name], files[partner]))
+    if not pairs:
+        raise ConversionError(
+            "no split lists found (expected *train*.txt with matching *val*.txt, or a splits_final.json)",
+            folder,
+        )
+    return pairs
+
+
+def load_split_file(
+    path: str | os.PathLike, to_case_id: Callable[[str], str | None], case_ids: Iterable[str]
+) -> list[dict[str, list[str]]]:
+    """Read published split lists and map their IDs to this dataset's case IDs.
+
+    Accepted:
+        - an nnU-Net ``splits_final.json`` (list of ``{"train": [...], "val": [...]}``);
+        - a folder with ``<x>train<k>.txt`` + ``<x>val<k>.txt`` pairs (CMUNeXt / LGMSNet) or ``train.txt`` + ``val.txt``
+          (Kvasir-SEG MediaEval), one fold per pair, in natural order of the names;
+        - one of those text files (its partner is found next to it).
+    Lines are IDs as the publishers wrote them (``benign (12)``, ``ISIC_0000000``, ``1698``, file names with
+    extensions, paths); ``to_case_id`` maps each to a case ID. A line holding several tokens (``image.jpg mask.jpg``)
+    is matched by its first token that names a case.
+
+    Raises:
+        ConversionError: unreadable file, no lists, or IDs that are not cases of this dataset.
+    """
+    path = Path(path).expanduser()
+    known = set(case_ids)
+    if not path.exists():
+        raise ConversionError("split file does not exist", path)
+    if path.is_file() and path.suffix.lower() == ".json":
+        try:
+            raw = json.loads(path.read_text(encoding="utf-8-sig"))
+            folds_raw = [(path, list(f["train"]), list(f["val"])) for f in raw]
+        except (ValueError, KeyError, TypeError) as e:
+            raise ConversionError(
+                f"not an nnU-Net splits file ({e})", path, hint='expected [{"train": [...], "val": [...]}, ...]'
+            ) from e
+    else:
+        if path.is_dir():
+            pairs = _split_list_pairs(path)
+        else:
+            lower = path.name.lower()
+            if "train" not in lower and "val" not in lower:
+                raise ConversionError(
+                    "cannot tell whether this list is a training or a validation list",
+                    path,
+                    hint="name the files <x>train<k>.txt and <x>val<k>.txt, or pass their folder",
+                )
+            key = "train" if "train" in lower else "val"
+            pairs = [pair for pair in _split_list_pairs(path.parent) if path in pair]
+            if not pairs:
+                raise ConversionError(f"no matching {'val' if key == 'train' else 'train'} list next to it", path)
+        folds_raw = [(tr, read_id_list(tr), read_id_list(va)) for tr, va in pairs]
+
+    def resolve(token: str) -> str | None:
+        for candidate in [token] + re.split(r"[\s,;]+", token):
+            cid = to_case_id(candidate) if candidate else None
+            if cid is not None and cid in known:
+                return cid
+        return to_case_id(token)
+
+    folds = []
+    for src, train, val in folds_raw:
+        fold = {}
+        for key, tokens in (("train", train), ("val", val)):
+            ids = [resolve(str(t)) for t in tokens]
+            unknown = [str(t) for t, cid in zip(tokens, ids) if cid is None or cid not in known]
+            if unknown:
+                raise ConversionError(
+                    f"{len(unknown)} of {len(tokens)} IDs in the {key} list are not cases of this dataset, "
+                    f"e.g. {', '.join(repr(u) for u in unknown[:3])}",
+                    src,
+                    hint="the split lists must belong to this dataset, and SOURCE must hold all cases they name",
+                )
+            fold[key] = ids
+        folds.append(fold)
+    return folds
+
+
+def validate_splits(splits: Sequence[dict[str, list[str]]], training_ids: Iterable[str], report: Report) -> list[dict]:
+    """Check folds against the training cases: no unknown IDs, no overlap, no empty side; sorted, de-duplicated."""
+    training = set(training_ids)
+    clean = []
+    for k, fold in enumerate(splits):
+        train, val = sorted(set(fold["train"])), sorted(set(fold["val"]))
+        for key, ids in (("train", train), ("val", val)):
+            unknown = [i for i in ids if i not in training]
+            if unknown:
+                raise ConversionError(
+                    f"fold {k}: {len(unknown)} {key} IDs are not training cases of this dataset, e.g. {unknown[:3]}",
+                    hint="check the split lists and that SOURCE holds every case they name",
+                )
+            if not ids:
+                raise ConversionError(f"fold {k} has no {key} cases", hint="check the split lists")
+        overlap = set(train) & set(val)
+        if overlap:
+            raise ConversionError(f"fold {k}: {len(overlap)} cases are in both train and val, e.g. {sorted(overlap)[:3]}")
+        uncovered = training - set(train) - set(val)
+        if uncovered:
+            report.warnings.append(
+                f"fold {k}: {len(uncovered)} training cases are in neither train nor val (nnU-Net will not use "
+                f"them in this fold), e.g. {sorted(uncovered)[:3]}"
+            )
+        clean.append({"train": train, "val": val})
+    return clean
+
+
+SPLITS_DIR = Path(__file__).resolve().parent / "splits"
+NNUNET_SPLIT = "nnunet"
+
+
+def check_split_args(split: str, split_file: str | os.PathLike | None, choices: Iterable[str]) -> None:
+    """``split`` must be one of ``choices``; ``split_file`` only goes with the default ``nnunet``."""
+    choices = list(choices)
+    if split not in choices:
+        raise ConversionError(f"unknown split {split!r} for this dataset; choose one of: {', '.join(choices)}")
+    if split_file is not None and split != NNUNET_SPLIT:
+        raise ConversionError(f"--split {split} and --split-file exclude each other; pass one of them")
+
+
+def write_splits(folder: Path, splits: Sequence[dict[str, list[str]]]) -> Path:
+    """``splits_final.json`` next to dataset.json; nnU-Net 2.8 copies it to nnUNet_preprocessed when planning."""
+    path = folder / "splits_final.json"
+    path.write_text(json.dumps(list(splits), indent=1) + "\n", encoding="utf-8")
+    return path
+
+
+# --------------------------------------------------------------------------------------------------------------------
+# 2D: reading, binarising, writing
+# --------------------------------------------------------------------------------------------------------------------
+
+
+def _read_tiff(path: Path) -> np.ndarray:
+    import tifffile
+
+    try:
+        arr = tifffile.imread(path, key=0)
+    except Exception as e:  # tifffile raises TiffFileError, ValueError, KeyError, ... on broken files
+        raise ConversionError(
+            f"cannot read TIFF ({type(e).__name__}: {e})", path, hint="the file is damaged or not a TIFF; re-download it"
+        ) from e
+    if arr.ndim == 3 and arr.shape[0] in (3, 4) and arr.shape[-1] not in (3, 4):  # planar configuration
+        arr = np.moveaxis(arr, 0, -1)
+    return np.ascontiguousarray(arr)
+
+
+def load_image_array(path: Path) -> np.ndarray:
+    """Decoded pixels of a PNG/JPEG/BMP/TIFF as stored, (H, W) or (H, W, C).
+
+    TIFFs go through tifffile (CVC-ClinicDB's RGB TIFFs carry a header Pillow rejects); 1-bit images become bool
+    arrays; palette images are expanded to RGB(A); CMYK/YCbCr become RGB.
+    """
+    if path.suffix.lower() in (".tif", ".tiff"):
+        return _read_tiff(path)
+    from PIL import Image, UnidentifiedImageError
+
+    try:
+        with Image.open(path) as im:
+            im.load()
+            if im.mode == "P":
+                im = im.convert("RGBA" if "transparency" in im.info else "RGB")
+            elif im.mode in ("CMYK", "YCbCr", "LAB", "HSV"):
+                im = im.convert("RGB")
+            elif im.mode == "PA":
+                im = im.convert("RGBA")
+            return np.asarray(im)
+    except (UnidentifiedImageError, OSError, SyntaxError, ValueError, Image.DecompressionBombError) as e:
+        raise ConversionError(
+            f"cannot read image ({type(e).__name__}: {e})",
+            path,
+            hint="the file is truncated, damaged or not an image; re-download or remove it",
+        ) from e
+
+
+def to_rgb(arr: np.ndarray, path: Path) -> tuple[np.ndarray, bool]:
+    """(H, W, 3) uint8 and whether the source was grey (1 channel, or 3 equal channels)."""
+    if arr.dtype == bool:
+        arr = arr.astype(np.uint8) * 255
+    if arr.dtype != np.uint8:
+        raise ConversionError(
+            f"{arr.dtype} pixels; only 8-bit images are supported",
+            path,
+            hint="convert the image to 8 bits per channel first",
+        )
+    if arr.ndim == 3 and arr.shape[2] in (1, 2):  # grey (+ alpha)
+        arr = arr[..., 0]
+    if arr.ndim == 2:
+        return np.repeat(arr[..., None], 3, axis=2), True
+    if arr.ndim == 3 and arr.shape[2] in (3, 4):
+        rgb = np.ascontiguousarray(arr[..., :3])
+        grey = bool((rgb[..., 0] == rgb[..., 1]).all() and (rgb[..., 1] == rgb[..., 2]).all())
+        return rgb, grey
+    raise ConversionError(f"unsupported image shape {arr.shape}", path, hint="expected a grey or RGB(A) image")
+
+
+def binarize_mask(arr: np.ndarray, path: Path, threshold: int | None = None) -> np.ndarray:
+    """A {0, 1} uint8 mask.
+
+    Args:
+        arr: decoded mask, (H, W) or (H, W, C); colour masks are reduced with the channel maximum (alpha dropped).
+        path: for error messages.
+        threshold: None: the mask must be binary (0 and one other value, e.g. 0/255, 0/1, 1-bit) and every non-zero
+            pixel is foreground. An int: pixels > threshold are foreground (lossy JPEG masks, anti-aliased edges);
+            masks whose maximum is 1 are read as 0/1.
+
+    Raises:
+        ConversionError: non-binary values where a binary mask is expected.
+    """
+    if arr.ndim == 3:
+        channels = arr.shape[2]
+        arr = arr[..., : 1 if channels == 2 else 3 if channels == 4 else channels].max(axis=2)
+    if arr.ndim != 2:
+        raise ConversionError(f"unsupported mask shape {arr.shape}", path)
+    if arr.dtype == bool:
+        return arr.astype(np.uint8)
+    if threshold is None:
+        if arr.dtype == np.uint8:
+            counts = np.bincount(arr.ravel(), minlength=256)
+            values = np.flatnonzero(counts)
+        else:
+            values = np.unique(arr)
+        if np.count_nonzero(values) > 1:
+            shown = ", ".join(str(v) for v in values[:8]) + (", ..." if len(values) > 8 else "")
+            raise ConversionError(
+                f"mask is not binary: {len(values)} distinct values ({shown}); expected 0 and one foreground value",
+                path,
+                hint="check that this is the original mask of the distribution; if it is anti-aliased or was saved "
+                "lossily, pass --mask-threshold 127 to treat values > 127 as foreground",
+            )
+        return (arr != 0).astype(np.uint8)
+    if arr.max(initial=0) <= 1:
+        return (arr > 0).astype(np.uint8)
+    return (arr > threshold).astype(np.uint8)
+
+
+@dataclass(frozen=True)
+class Case2D:
+    """One image with its mask(s). Several masks are OR-merged (BUSI multi-lesion cases).
+
+    Attributes:
+        case_id: nnU-Net case identifier (no spaces or parentheses).
+        image: the source image.
+        masks: the source mask(s); all must have the image's size.
+        subset: "Tr" (imagesTr/labelsTr) or "Ts" (imagesTs/labelsTs).
+        part: the official subset it came from ("training", "validation", "test", ...).
+        group: class or other grouping for the summary (e.g. "benign"), optional.
+    """
+
+    case_id: str
+    image: Path
+    masks: tuple[Path, ...]
+    subset: str = "Tr"
+    part: str = "training"
+    group: str | None = None
+
+
+@dataclass(frozen=True)
+class Options2D:
+    """How cases are written: ``resize`` to NxN (None: native) and the mask rule (see :func:`binarize_mask`)."""
+
+    resize: int | None = None
+    mask_threshold: int | None = None
+    compress_level: int = 6
+
+
+@dataclass(frozen=True)
+class CaseResult:
+    case_id: str
+    subset: str
+    part: str
+    group: str | None
+    size: tuple[int, int]  # (H, W) of the source
+    out_size: tuple[int, int]
+    foreground: int  # foreground pixels written
+    grey: bool
+    digest: str  # hash of the decoded source pixels
+    image: str
+
+
+def _save_png(arr: np.ndarray, path: Path, compress_level: int) -> None:
+    from PIL import Image
+
+    Image.fromarray(arr).save(path, format="PNG", compress_level=compress_level)
+
+
+def _describe_size_mismatch(image_hw: tuple[int, int], mask_hw: tuple[int, int]) -> str:
+    text = f"mask is {mask_hw[1]}x{mask_hw[0]} (WxH) but the image is {image_hw[1]}x{image_hw[0]}"
+    if image_hw == mask_hw[::-1]:
+        text += "; width and height are swapped (an EXIF orientation tag on the image?)"
+    return text
+
+
+def convert_case_2d(job: tuple[Case2D, Path, Options2D]) -> CaseResult:
+    """Worker: read, check, binarise, OR-merge, optionally resize, and write one case as lossless PNG."""
+    case, out_dir, options = job
+    try:
+        return _convert_case_2d(case, out_dir, options)
+    except ConversionError:
+        raise
+    except Exception as e:  # name the case in anything unexpected
+        raise ConversionError(f"unexpected {type(e).__name__} while converting case {case.case_id}: {e}", case.image) from e
+
+
+def _convert_case_2d(case: Case2D, out_dir: Path, options: Options2D) -> CaseResult:
+    from PIL import Image
+
+    rgb, grey = to_rgb(load_image_array(case.image), case.image)
+    hw = rgb.shape[:2]
+    digest = hashlib.blake2b(rgb.tobytes() + str(rgb.shape).encode(), digest_size=16).hexdigest()
+    mask = np.zeros(hw, dtype=np.uint8)
+    for mask_path in case.masks:
+        m = binarize_mask(load_image_array(mask_path), mask_path, options.mask_threshold)
+        if m.shape != hw:
+            raise ConversionError(
+                _describe_size_mismatch(hw, m.shape),
+                mask_path,
+                hint=f"image and mask must have the same size; check that it belongs to {case.image.name}",
+            )
+        mask |= m
+    if options.resize:
+        n = options.resize
+        rgb = np.asarray(Image.fromarray(rgb).resize((n, n), Image.Resampling.BILINEAR))
+        mask = np.asarray(Image.fromarray(mask).resize((n, n), Image.Resampling.NEAREST))
+    _save_png(rgb, out_dir / f"images{case.subset}" / f"{case.case_id}_0000.png", options.compress_level)
+    _save_png(mask, out_dir / f"labels{case.subset}" / f"{case.case_id}.png", options.compress_level)
+    return CaseResult(
+        case_id=case.case_id,
+        subset=case.subset,
+        part=case.part,
+        group=case.group,
+        size=(int(hw[0]), int(hw[1])),
+        out_size=(int(mask.shape[0]), int(mask.shape[1])),
+        foreground=int(np.count_nonzero(mask)),
+        grey=grey,
+        digest=digest,
+        image=str(case.image),
+    )
+
+
+def pair_files(
+    images: dict[str, Path],
+    masks: dict[str, list[Path]],
+    image_dir: Path,
+    mask_dir: Path,
+    expected_mask: Callable[[Path], str],
+) -> list[tuple[str, Path, tuple[Path, ...]]]:
+    """Match images to masks by key; raise naming the files if an image has no mask or a mask has no image."""
+    missing = sorted(k for k in images if k not in masks)
+    if missing:
+        first = images[missing[0]]
+        raise ConversionError(
+            f"{len(missing)} image(s) without mask, e.g. {first.name} (expected {mask_dir / expected_mask(first)})",
+            first,
+            hint="restore the missing masks from the official download, or remove these images from SOURCE",
+        )
+    extra = sorted(k for k in masks if k not in images)
+    if extra:
+        first = masks[extra[0]][0]
+        raise ConversionError(
+            f"{len(extra)} mask(s) without image, e.g. {first.name} (no matching image in {image_dir})",
+            first,
+            hint="restore the missing images from the official download, or remove these masks from SOURCE",
+        )
+    return [(k, images[k], tuple(sorted(masks[k]))) for k in sorted(images)]
+
+
+def check_unique_ids(cases: Sequence[Case2D]) -> None:
+    """Raise if two source files map to the same case ID."""
+    seen: dict[str, Case2D] = {}
+    for case in cases:
+        if case.case_id in seen:
+            raise ConversionError(
+                f"duplicate case ID {case.case_id}: also produced by {seen[case.case_id].image}",
+                case.image,
+                hint="SOURCE holds two copies of this case (e.g. different case or extension of the file name, or "
+                "the same file in two folders); remove one",
+            )
+        seen[case.case_id] = case
+
+
+def sanitize_id(text: str) -> str:
+    """A case ID from a file stem: letters, digits, '-' and '_' only (``"benign (1)"`` -> ``"benign_1"``)."""
+    cleaned = re.sub(r"[^A-Za-z0-9\-]+", "_", text).strip("_")
+    if not cleaned:
+        raise ConversionError(f"cannot make a case ID from {text!r}")
+    return cleaned
+
+
+# --------------------------------------------------------------------------------------------------------------------
+# 2D driver and summary
+# --------------------------------------------------------------------------------------------------------------------
+
+
+def _size_text(sizes: Sequence[tuple[int, int]]) -> str:
+    if not sizes:
+        return "-"
+    areas = [h * w for h, w in sizes]
+    order = np.argsort(areas)
+    lo, mid, hi = sizes[order[0]], sizes[order[len(order) // 2]], sizes[order[-1]]
+    distinct = len(set(sizes))
+    return f"min {lo[1]}x{lo[0]}, median {mid[1]}x{mid[0]}, max {hi[1]}x{hi[0]} (WxH; {distinct} distinct)"
+
+
+def convert_2d_dataset(
+    *,
+    name: str,
+    folder_name: str,
+    dataset_id: int,
+    cases: Sequence[Case2D],
+    label_name: str,
+    reference: str,
+    license: str,
+    description: str,
+    report: Report,
+    options: Options2D,
+    splits: Sequence[dict[str, list[str]]] | None = None,
+    overwrite: bool = False,
+    num_workers: int | None = None,
+    output_root: str | os.PathLike | None = None,
+    settings: dict[str, Any] | None = None,
+    check_results: Callable[[Sequence[CaseResult], Report], None] | None = None,
+    verbose: bool = True,
+) -> Path:
+    """Write ``output_root/DatasetXXX_<folder_name>`` from ``cases`` atomically and print a summary.
+
+    ``check_results(results, report)`` may add notes or warnings after the cases are written, or raise
+    ConversionError to abort (nothing is left behind then).
+
+    Returns:
+        the dataset folder.
+    """
+    check_dataset_id(dataset_id)
+    if options.resize is not None and (not isinstance(options.resize, int) or options.resize < 8):
+        raise ConversionError(f"--resize must be an integer >= 8, got {options.resize!r}")
+    root = resolve_output_root(output_root)
+    dataset_name = f"Dataset{dataset_id:03d}_{folder_name}"
+    check_target(root, dataset_name, dataset_id, overwrite)
+    training = [c for c in cases if c.subset == "Tr"]
+    if not training:
+        raise ConversionError(
+            "no training cases found", hint="check SOURCE: " + "; ".join(report.skipped or ["no image/mask pairs"])
+        )
+    check_unique_ids(cases)
+    if splits is not None:
+        splits = validate_splits(splits, [c.case_id for c in training], report)
+
+    with atomic_dataset_folder(root, dataset_name, dataset_id, overwrite) as tmp:
+        subsets = sorted({c.subset for c in cases})
+        for subset in subsets:
+            (tmp / f"images{subset}").mkdir()
+            (tmp / f"labels{subset}").mkdir()
+        results: list[CaseResult] = parallel_map(
+            convert_case_2d, [(c, tmp, options) for c in cases], num_workers, desc=f"{dataset_name}"
+        )
+        if check_results is not None:
+            check_results(results, report)
+        test = [r for r in results if r.subset == "Ts"]
+        parts_ts = sorted({r.part for r in test})
+        write_dataset_json(
+            tmp,
+            channel_names=CHANNELS_RGB,
+            labels={"background": 0, label_name: 1},
+            num_training=len(training),
+            file_ending=FILE_ENDING_2D,
+            dataset_name=dataset_name,
+            reference=reference,
+            license=license,
+            description=description,
+            numTest=len(test),
+            nnunet_lite={
+                "converter": name,
+                "resize": options.resize,
+                "mask_rule": "binary (0 and one value)"
+                if options.mask_threshold is None
+                else f"value > {options.mask_threshold}",
+                "channels": "RGB uint8, grey sources replicated to 3 channels",
+                **(settings or {}),
+            },
+        )
+        if test:
+            sets = {part: sorted(r.case_id for r in test if r.part == part) for part in parts_ts}
+            (tmp / "test_sets.json").write_text(json.dumps(sets, indent=1) + "\n", encoding="utf-8")
+        if splits is not None:
+            write_splits(tmp, splits)
+
+    target = root / dataset_name
+    if verbose:
+        print(format_summary(target, results, report, options, label_name, splits))
+    return target
+
+
+def format_summary(
+    target: Path,
+    results: Sequence[CaseResult],
+    report: Report,
+    options: Options2D,
+    label_name: str,
+    splits: Sequence[dict] | None,
+) -> str:
+    lines = [f"wrote {target}"]
+    for subset, folders in (("Tr", "imagesTr/labelsTr"), ("Ts", "imagesTs/labelsTs")):
+        rs = [r for r in results if r.subset == subset]
+        if not rs:
+            continue
+        parts = Counter(r.part for r in rs)
+        groups = Counter(r.group for r in rs if r.group)
+        detail = ", ".join(f"{k} {v}" for k, v in sorted(parts.items()))
+        if groups:
+            detail += "; " + ", ".join(f"{k} {v}" for k, v in sorted(groups.items()))
+        lines.append(f"  {folders}: {len(rs)} cases ({detail})")
+    for item in report.skipped:
+        lines.append(f"  skipped: {item}")
+    for reason, n in sorted(report.ignored.items()):
+        lines.append(f"  ignored: {n} {reason} (e.g. {', '.join(report.ignored_examples[reason])})")
+    empty = [r.case_id for r in results if r.foreground == 0]
+    lines.append(
+        f"  labels: background 0, {label_name} 1; {len(results) - len(empty)} cases with {label_name}, "
+        f"{len(empty)} empty" + (f" (e.g. {', '.join(empty[:3])})" if empty else "")
+    )
+    grey = sum(r.grey for r in results)
+    lines.append(
+        f"  images: 3 channels rgb_to_0_1; {grey} grey sources replicated, {len(results) - grey} colour; "
+        f"source sizes {_size_text([r.size for r in results])}"
+    )
+    if options.resize:
+        lines.append(f"  resized to {options.resize}x{options.resize} (images bilinear, masks nearest)")
+    else:
+        big = max((max(r.size) for r in results), default=0)
+        if big > LARGE_IMAGE_SIDE:
+            lines.append(
+                f"  note: native resolution, largest side {big} px; nnU-Net's 2D plans follow the median size, "
+                "consider --resize 256 to reproduce the papers' protocol"
+            )
+    by_digest: dict[str, list[str]] = defaultdict(list)
+    for r in results:
+        by_digest[r.digest].append(r.case_id)
+    dups = [sorted(v) for v in by_digest.values() if len(v) > 1]
+    if dups:
+        shown = "; ".join(" = ".join(d) for d in sorted(dups)[:5])
+        lines.append(f"  duplicates: {len(dups)} groups of identical images ({shown}{'; ...' if len(dups) > 5 else ''})")
+    if splits is not None:
+        sizes = ", ".join(f"{len(f['train'])}/{len(f['val'])}" for f in splits)
+        lines.append(f"  splits_final.json: {len(splits)} fold(s), train/val {sizes}")
+    else:
+        lines.append("  splits: none written; nnU-Net makes 5 random folds (seed 12345) when training")
+    for note in report.notes:
+        lines.append(f"  note: {note}")
+    for warning in report.warnings:
+        lines.append(f"  warning: {warning}")
+    return "\n".join(lines)

@@ -1,0 +1,285 @@
+"""ISIC 2017 Part 1 and ISIC 2018 Task 1 lesion segmentation -> nnU-Net raw ``Dataset501_ISIC2017`` /
+``Dataset502_ISIC2018`` (2D PNG, RGB, 1 label).
+
+Only ``ISIC_<digits>.jpg`` inputs and ``ISIC_<digits>_segmentation.png`` masks are read (case-insensitively);
+``LICENSE.txt``, ``ATTRIBUTION.txt``, ``*_superpixels.png`` and the metadata CSVs are skipped. The official training set
+goes to imagesTr. The validation and test sets (each only if its ground-truth folder is present) go to
+imagesTs/labelsTs, listed in ``test_sets.json``; ``split="official"`` moves the validation set into imagesTr instead and
+writes it as fold 0 of ``splits_final.json``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import re
+from pathlib import Path
+
+from . import DATASETS, DEFAULT_IDS
+from ._common import (
+    NNUNET_SPLIT,
+    Case2D,
+    ConversionError,
+    Options2D,
+    Report,
+    check_split_args,
+    convert_2d_dataset,
+    describe_found,
+    find_folders,
+    list_files,
+    load_split_file,
+    pair_files,
+    require_source,
+)
+
+SPLITS = {
+    NNUNET_SPLIT: "training set in imagesTr (nnU-Net's 5 folds); validation and test sets in imagesTs/labelsTs",
+    "official": "training + validation sets in imagesTr, splits_final.json = 1 fold (train / official validation); "
+    "test set in imagesTs/labelsTs",
+}
+
+# (part, input folder, ground-truth folder), as in the official zips
+_SETS: dict[str, tuple[tuple[str, str, str], ...]] = {
+    "isic2017": (
+        ("training", "ISIC-2017_Training_Data", "ISIC-2017_Training_Part1_GroundTruth"),
+        ("validation", "ISIC-2017_Validation_Data", "ISIC-2017_Validation_Part1_GroundTruth"),
+        ("test", "ISIC-2017_Test_v2_Data", "ISIC-2017_Test_v2_Part1_GroundTruth"),
+    ),
+    "isic2018": (
+        ("training", "ISIC2018_Task1-2_Training_Input", "ISIC2018_Task1_Training_GroundTruth"),
+        ("validation", "ISIC2018_Task1-2_Validation_Input", "ISIC2018_Task1_Validation_GroundTruth"),
+        ("test", "ISIC2018_Task1-2_Test_Input", "ISIC2018_Task1_Test_GroundTruth"),
+    ),
+}
+_REFERENCES = {
+    "isic2017": "Codella et al., Skin lesion analysis toward melanoma detection: a challenge at ISBI 2017, "
+    "ISBI 2018 (arXiv:1710.05006)",
+    "isic2018": "Codella et al., Skin lesion analysis toward melanoma detection 2018, arXiv:1902.03368; "
+    "Tschandl et al., The HAM10000 dataset, Sci Data 5:180161 (2018)",
+}
+IMAGE_RE = re.compile(r"^ISIC_(\d+)\.jpe?g$", re.IGNORECASE)
+MASK_RE = re.compile(r"^ISIC_(\d+)_segmentation\.png$", re.IGNORECASE)
+
+
+def isic_case_id(token: str) -> str | None:
+    """``"ISIC_0000000"``, ``"isic_0000000.jpg"``, ``"ISIC_0000000_segmentation.png"`` -> ``"ISIC_0000000"``."""
+    m = re.search(r"ISIC_(\d+)", token, re.IGNORECASE)
+    return f"ISIC_{m.group(1)}" if m else None
+
+
+def _list(folder: Path, pattern: re.Pattern, report: Report) -> dict[str, Path]:
+    found: dict[str, Path] = {}
+    for path in list_files(folder, report):
+        m = pattern.match(path.name)
+        if m is None:
+            name = path.name.lower()
+            if name.endswith("_superpixels.png"):
+                report.ignore(path, "*_superpixels.png files")
+            elif name.endswith(".csv"):
+                report.ignore(path, "metadata CSV files")
+            else:
+                report.ignore(path, "other files")
+            continue
+        case_id = f"ISIC_{m.group(1)}"
+        if case_id in found:
+            raise ConversionError(
+                f"duplicate case ID {case_id}: also {found[case_id].name}",
+                path,
+                hint="remove one of the two files",
+            )
+        found[case_id] = path
+    return found
+
+
+def _convert_isic(
+    name: str,
+    source: str | os.PathLike,
+    dataset_id: int,
+    *,
+    split: str,
+    split_file: str | os.PathLike | None,
+    resize: int | None,
+    mask_threshold: int | None,
+    overwrite: bool,
+    num_workers: int | None,
+    output_root: str | os.PathLike | None,
+    verbose: bool,
+) -> Path:
+    source = require_source(source)
+    check_split_args(split, split_file, SPLITS)
+    sets = _SETS[name]
+    wanted: dict[str, tuple[str, ...]] = {}
+    labels: dict[str, str] = {}
+    for part, image_dir, gt_dir in sets:
+        wanted[part + "/input"], wanted[part + "/gt"] = (image_dir,), (gt_dir,)
+        labels[part + "/input"], labels[part + "/gt"] = image_dir, gt_dir
+    found = find_folders(source, wanted)
+    if found["training/input"] is None or found["training/gt"] is None:
+        keys = ["training/input", "training/gt"]
+        raise ConversionError(
+            "the training folders of the official download were not found: "
+            + describe_found({k: found[k] for k in keys}, labels),
+            source,
+            hint=f"pass the folder you unpacked the {name.upper()} zips into (or the folder that contains it)",
+        )
+
+    report = Report()
+    cases: list[Case2D] = []
+    for part, image_name, gt_name in sets:
+        image_dir, gt_dir = found[part + "/input"], found[part + "/gt"]
+        if image_dir is None and gt_dir is None:
+            report.skip(f"{part} set", f"{image_name} and {gt_name} not found")
+            continue
+        if image_dir is None:
+            report.skip(f"{part} set", f"{gt_name} found, but not {image_name}")
+            continue
+        images = _list(image_dir, IMAGE_RE, report)
+        if gt_dir is None:
+            report.skip(f"{part} set ({len(images)} images)", f"no ground truth ({gt_name} not found)")
+            continue
+        if not images:
+            raise ConversionError(
+                "no ISIC_<id>.jpg images in this folder", image_dir, hint="check that the zip was unpacked completely"
+            )
+        masks = {k: [v] for k, v in _list(gt_dir, MASK_RE, report).items()}
+        pairs = pair_files(images, masks, image_dir, gt_dir, lambda p: f"{p.stem}_segmentation.png")
+        subset = "Tr" if part == "training" or (part == "validation" and split == "official") else "Ts"
+        cases += [Case2D(cid, image, ms, subset=subset, part=part) for cid, image, ms in pairs]
+        report.notes.append(f"{part} set from {image_dir.name} + {gt_dir.name}")
+
+    training_ids = [c.case_id for c in cases if c.subset == "Tr"]
+    splits = None
+    if split == "official":
+        validation = [c.case_id for c in cases if c.part == "validation"]
+        if not validation:
+            raise ConversionError(
+                f"--split official needs the validation set with its ground truth ({sets[1][1]} + {sets[1][2]})",
+                source,
+                hint="unpack the validation zips next to the training ones, or use the default split",
+            )
+        splits = [{"train": [c.case_id for c in cases if c.part == "training"], "val": validation}]
+    elif split_file is not None:
+        splits = load_split_file(split_file, isic_case_id, training_ids)
+
+    spec = DATASETS[name]
+    return convert_2d_dataset(
+        name=name,
+        folder_name=spec.folder_name,
+        dataset_id=dataset_id,
+        cases=cases,
+        label_name="lesion",
+        reference=_REFERENCES[name],
+        license=spec.license,
+        description=spec.title,
+        report=report,
+        options=Options2D(resize=resize, mask_threshold=mask_threshold),
+        splits=splits,
+        overwrite=overwrite,
+        num_workers=num_workers,
+        output_root=output_root,
+        settings={"split": "split file" if split_file is not None else split},
+        verbose=verbose,
+    )
+
+
+def convert_isic2018(
+    source: str | os.PathLike,
+    dataset_id: int = DEFAULT_IDS["isic2018"],
+    *,
+    split: str = NNUNET_SPLIT,
+    split_file: str | os.PathLike | None = None,
+    resize: int | None = None,
+    mask_threshold: int | None = None,
+    overwrite: bool = False,
+    num_workers: int | None = None,
+    output_root: str | os.PathLike | None = None,
+    verbose: bool = True,
+) -> Path:
+    """Convert ISIC 2018 Task 1 as downloaded to ``Dataset<ID>_ISIC2018``.
+
+    Args:
+        source: folder holding ``ISIC2018_Task1-2_Training_Input`` and ``ISIC2018_Task1_Training_GroundTruth``
+            (optionally the Validation/Test pairs), directly or a few levels down.
+        dataset_id: nnU-Net dataset ID.
+        split: "nnunet" (default) or "official", see ``SPLITS``.
+        split_file: published split lists over the training set (e.g. LGMSNet's ``isic18_{train,val}{1,2,3}.txt``
+            folder), or an nnU-Net ``splits_final.json``.
+        resize: resize to ``resize`` x ``resize`` (images bilinear, masks nearest); None keeps native resolution.
+        mask_threshold: None requires binary masks (the official ones are 0/255); an int thresholds instead.
+        overwrite: replace an existing dataset folder.
+        num_workers: worker processes (default ``$nnUNet_def_n_proc`` or min(8, CPUs)).
+        output_root: where to write (default ``$nnUNet_raw``).
+        verbose: print the summary.
+
+    Returns:
+        the dataset folder.
+
+    Raises:
+        ConversionError: bad or incomplete input, or an existing target without ``overwrite``.
+    """
+    return _convert_isic(
+        "isic2018",
+        source,
+        dataset_id,
+        split=split,
+        split_file=split_file,
+        resize=resize,
+        mask_threshold=mask_threshold,
+        overwrite=overwrite,
+        num_workers=num_workers,
+        output_root=output_root,
+        verbose=verbose,
+    )
+
+
+def convert_isic2017(
+    source: str | os.PathLike,
+    dataset_id: int = DEFAULT_IDS["isic2017"],
+    *,
+    split: str = NNUNET_SPLIT,
+    split_file: str | os.PathLike | None = None,
+    resize: int | None = None,
+    mask_threshold: int | None = None,
+    overwrite: bool = False,
+    num_workers: int | None = None,
+    output_root: str | os.PathLike | None = None,
+    verbose: bool = True,
+) -> Path:
+    """Convert ISIC 2017 Part 1 as downloaded to ``Dataset<ID>_ISIC2017``.
+
+    Args:
+        source: folder holding ``ISIC-2017_Training_Data`` and ``ISIC-2017_Training_Part1_GroundTruth`` (optionally
+            the Validation and Test_v2 pairs), directly or a few levels down.
+        dataset_id: nnU-Net dataset ID.
+        split: "nnunet" (default) or "official", see ``SPLITS``.
+        split_file: published split lists over the training set, or an nnU-Net ``splits_final.json``.
+        resize: resize to ``resize`` x ``resize`` (images bilinear, masks nearest); None keeps native resolution.
+        mask_threshold: None requires binary masks (the official ones are 0/255); an int thresholds instead.
+        overwrite: replace an existing dataset folder.
+        num_workers: worker processes (default ``$nnUNet_def_n_proc`` or min(8, CPUs)).
+        output_root: where to write (default ``$nnUNet_raw``).
+        verbose: print the summary.
+
+    Returns:
+        the dataset folder.
+
+    Raises:
+        ConversionError: bad or incomplete input, or an existing target without ``overwrite``.
+    """
+    return _convert_isic(
+        "isic2017",
+        source,
+        dataset_id,
+        split=split,
+        split_file=split_file,
+        resize=resize,
+        mask_threshold=mask_threshold,
+        overwrite=overwrite,
+        num_workers=num_workers,
+        output_root=output_root,
+        verbose=verbose,
+    )
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """ISIC has no options beyond the common ones."""

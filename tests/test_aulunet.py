@@ -1,0 +1,181 @@
+import math
+from types import SimpleNamespace
+
+import pytest
+import torch
+from torch import nn
+from torch.optim.lr_scheduler import CosineAnnealingLR
+
+from nnunet_lite.architectures import AULUNet
+from nnunet_lite.architectures.aulunet import AKF, LSG, RGF, PointConv
+from nnunet_lite.trainers.nnUNetTrainerAULUNet import (
+    EpochCosineAnnealingLR,
+    nnUNetTrainerAULUNet,
+    nnUNetTrainerAULUNet_paper,
+)
+
+ANISOTROPIC_PLAN = ([16, 64, 96], [[1, 1, 1], [1, 2, 2], [1, 2, 2], [2, 2, 2], [2, 2, 2], [2, 2, 2]])
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _one_thread():
+    """Tensors here are tiny: intra-op threads cost more than they save and stall badly on a shared, busy CPU."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+def num_params(module: nn.Module) -> int:
+    return sum(p.numel() for p in module.parameters())
+
+
+@pytest.mark.parametrize(
+    ("conv_op", "in_ch", "classes", "expected"),
+    # 2D: architectures.md §1.2 (official code); 3D: the same construction with 3x3x3 depthwise kernels, i.e. 18 more
+    # weights per channel in each of the 11 AKF blocks (185 channels in all) and 18 more per input channel in the stem.
+    [(nn.Conv2d, 3, 1, 28_636), (nn.Conv2d, 1, 2, 28_552), (nn.Conv3d, 1, 1, 35_296)],
+)
+def test_parameter_counts_match_official_code(conv_op, in_ch, classes, expected):
+    assert num_params(AULUNet(in_ch, classes, conv_op=conv_op)) == expected
+
+
+@pytest.mark.parametrize(
+    ("conv_op", "shape", "kwargs"),
+    [
+        (nn.Conv2d, (2, 3, 64, 96), {}),
+        (nn.Conv2d, (2, 1, 32, 160), {}),
+        (nn.Conv3d, (2, 1, 32, 32, 64), {}),
+        # anisotropic 3D plan: no pooling along the first axis in the first two pools
+        (nn.Conv3d, (1, 2, *ANISOTROPIC_PLAN[0]), AULUNet.kwargs_from_plans(*ANISOTROPIC_PLAN)),
+    ],
+)
+def test_forward_shape_and_gradients(conv_op, shape, kwargs):
+    net = AULUNet(shape[1], 3, conv_op=conv_op, **kwargs)
+    out = net(torch.randn(shape))
+    assert out.shape == (shape[0], 3, *shape[2:])
+    assert torch.isfinite(out).all()
+    out.square().mean().backward()
+    missing = [n for n, p in net.named_parameters() if p.grad is None or not torch.isfinite(p.grad).all()]
+    assert not missing, f"parameters without a finite gradient: {missing}"
+
+
+def test_kwargs_from_plans_uses_plan_strides():
+    kw = AULUNet.kwargs_from_plans(*ANISOTROPIC_PLAN)
+    assert kw == {"strides": [(1, 2, 2), (1, 2, 2), (2, 2, 2), (2, 2, 2), (2, 2, 2)]}
+    net = AULUNet(1, 2, conv_op=nn.Conv3d, **kw)
+    assert net.required_divisor() == (8, 32, 32)
+    with pytest.raises(ValueError, match=r"axis 0: 12 is not divisible by 8"):
+        net.check_input_size((12, 64, 96))
+
+
+def test_short_plans_are_padded_with_stride_one():
+    kw = AULUNet.kwargs_from_plans([16, 16], [[1, 1], [2, 2], [2, 2]])
+    assert kw["strides"] == [(2, 2), (2, 2), (1, 1), (1, 1), (1, 1)]
+    assert AULUNet(1, 2, **kw)(torch.randn(2, 1, 16, 16)).shape == (2, 2, 16, 16)
+
+
+def test_impossible_input_size_fails_early_with_actionable_message():
+    net = AULUNet(3, 2)
+    with pytest.raises(ValueError, match=r"axis 1: 48 is not divisible by 32.*multiple of \(32, 32\)"):
+        net(torch.randn(1, 3, 64, 48))
+
+
+def test_trainer_builds_network_from_plans_and_rejects_bad_patch():
+    def config(patch_size):
+        return SimpleNamespace(
+            patch_size=patch_size, pool_op_kernel_sizes=ANISOTROPIC_PLAN[1], data_identifier="stub_3d_fullres"
+        )
+
+    net = nnUNetTrainerAULUNet.build_network_architecture(None, config(ANISOTROPIC_PLAN[0]), 1, 2)
+    assert isinstance(net, AULUNet) and net.strides[0] == (1, 2, 2)
+    with pytest.raises(ValueError, match=r"nnUNetTrainerAULUNet cannot be built.*Edit patch_size"):
+        nnUNetTrainerAULUNet.build_network_architecture(None, config([12, 64, 96]), 1, 2)
+
+
+def test_deep_supervision_is_refused():
+    with pytest.raises(ValueError, match="no deep supervision"):
+        AULUNet(3, 2, deep_supervision=True)
+
+
+@pytest.mark.parametrize(("conv_op", "spatial"), [(nn.Conv2d, (8, 6)), (nn.Conv3d, (4, 6, 5))])
+def test_blocks_in_2d_and_3d(conv_op, spatial):
+    x = torch.randn(2, 6, *spatial)
+    assert AKF(conv_op, 6)(x).shape == x.shape
+    assert RGF(conv_op, 6)(x).shape == x.shape
+    assert LSG(conv_op, 6)(x, torch.randn_like(x)).shape == x.shape
+    out = PointConv(conv_op, 6, 4)(x)
+    assert out.shape == (2, 4, *spatial) and (out >= 0).all()
+
+
+@pytest.mark.parametrize(("conv_op", "spatial"), [(nn.Conv2d, (8, 8)), (nn.Conv3d, (6, 8, 8))])
+def test_akf_gate_blends_dense_and_dilated_branches(conv_op, spatial):
+    torch.manual_seed(0)
+    akf = AKF(conv_op, 4).eval()
+    x = torch.randn(2, 4, *spatial)
+    alpha = akf.gate(x)
+    assert alpha.shape == (2, 4, *[1] * (x.ndim - 2))  # one gate value per sample and channel
+    assert ((alpha > 0) & (alpha < 1)).all()
+    gate_conv = akf.gate_conv
+    with torch.no_grad():
+        gate_conv.weight.zero_()
+        gate_conv.bias.fill_(100.0)  # alpha == 1: only the dense 3x3 branch F1
+        torch.testing.assert_close(akf(x), akf.project(akf.dw_local(x)))
+        gate_conv.bias.fill_(-100.0)  # alpha ~ 0: only the dilated branch F2
+        torch.testing.assert_close(akf(x), akf.project(akf.dw_dilated(x)))
+        gate_conv.bias.zero_()  # alpha == 0.5: the mean of both
+        torch.testing.assert_close(akf(x), akf.project((akf.dw_local(x) + akf.dw_dilated(x)) / 2))
+    assert akf.dw_dilated.dilation == (2,) * (x.ndim - 2) and akf.dw_local.groups == 4
+
+
+def test_rgf_and_lsg_formulas():
+    torch.manual_seed(0)
+    x, skip = torch.randn(2, 4, 6, 6), torch.randn(2, 4, 6, 6)
+    rgf = RGF(nn.Conv2d, 4)
+    g = torch.tanh(rgf.gate_conv(x.mean(dim=(2, 3), keepdim=True)))
+    torch.testing.assert_close(rgf(x), x + x * g)
+    lsg = LSG(nn.Conv2d, 4).eval()
+    with torch.no_grad():
+        lsg.gate[0].weight.zero_()  # BN (eval, fresh statistics) of 0 is 0, so beta == 0.5
+    torch.testing.assert_close(lsg(x, skip), x + 0.5 * skip)
+
+
+def test_logits_not_probabilities():
+    torch.manual_seed(0)
+    out = AULUNet(3, 2).eval()(torch.randn(1, 3, 64, 64) * 5)
+    assert out.min() < 0 or out.max() > 1
+
+
+def _adamw_and_scheduler(scheduler_cls=EpochCosineAnnealingLR):
+    stub = SimpleNamespace(network=nn.Linear(2, 1), initial_lr=1e-3, weight_decay=1e-2)
+    if scheduler_cls is EpochCosineAnnealingLR:
+        return nnUNetTrainerAULUNet_paper.configure_optimizers(stub)
+    optimizer = torch.optim.AdamW(stub.network.parameters(), 1e-3, weight_decay=1e-2)
+    return optimizer, scheduler_cls(optimizer, T_max=50, eta_min=1e-5)
+
+
+def test_paper_recipe_hyperparameters():
+    assert nnUNetTrainerAULUNet_paper.hyperparameters == {"num_epochs": 400, "initial_lr": 1e-3, "weight_decay": 1e-2}
+    assert nnUNetTrainerAULUNet_paper.loss_weights == (1.0, 1.0)
+    optimizer, scheduler = _adamw_and_scheduler()
+    assert isinstance(optimizer, torch.optim.AdamW) and isinstance(scheduler, CosineAnnealingLR)
+    assert optimizer.defaults["betas"] == (0.9, 0.999) and optimizer.defaults["weight_decay"] == 1e-2
+
+
+def test_paper_schedule_matches_torch_cosine_stepped_per_epoch_and_survives_resume():
+    optimizer, scheduler = _adamw_and_scheduler()
+    ref_optimizer, reference = _adamw_and_scheduler(CosineAnnealingLR)
+    lrs = []
+    for epoch in range(400):  # nnU-Net: lr_scheduler.step(current_epoch) at every epoch start
+        scheduler.step(epoch)
+        lrs.append(optimizer.param_groups[0]["lr"])
+        assert math.isclose(lrs[-1], ref_optimizer.param_groups[0]["lr"], rel_tol=1e-9)
+        ref_optimizer.step()
+        reference.step()  # the official code: scheduler.step() after each epoch
+    assert math.isclose(lrs[0], 1e-3) and math.isclose(lrs[50], 1e-5) and math.isclose(lrs[100], 1e-3)
+    # nnU-Net's --c: a fresh optimizer and scheduler, the optimizer state from the checkpoint, then step(epoch)
+    state = optimizer.state_dict()
+    optimizer, scheduler = _adamw_and_scheduler()
+    optimizer.load_state_dict(state)
+    scheduler.step(137)
+    assert math.isclose(optimizer.param_groups[0]["lr"], lrs[137])
