@@ -13,6 +13,7 @@ from . import __version__
 SUBCOMMAND_MODULES = (
     "nnunet_lite.commands.env",
     "nnunet_lite.commands.demo",
+    "nnunet_lite.commands.convert",
 )
 
 

@@ -99,12 +99,17 @@ def predict_and_evaluate(trainer, raw_dataset: Path, out_dir: Path, device: str)
     predictor.initialize_from_trained_model_folder(trainer.output_folder_base, use_folds=(0,))
     cases = sorted((raw_dataset / "imagesTs").glob("*_0000.png"))
     start = time.perf_counter()
-    predictor.predict_from_files(str(raw_dataset / "imagesTs"), str(out_dir), num_processes_preprocessing=1,
-                                 num_processes_segmentation_export=1)
+    predictor.predict_from_files(
+        str(raw_dataset / "imagesTs"), str(out_dir), num_processes_preprocessing=1, num_processes_segmentation_export=1
+    )
     seconds_per_case = (time.perf_counter() - start) / max(1, len(cases))
     compute_metrics_on_folder2(
-        str(raw_dataset / "labelsTs"), str(out_dir), str(raw_dataset / "dataset.json"),
-        os.path.join(trainer.output_folder_base, "plans.json"), str(out_dir / "summary.json"), num_processes=1,
+        str(raw_dataset / "labelsTs"),
+        str(out_dir),
+        str(raw_dataset / "dataset.json"),
+        os.path.join(trainer.output_folder_base, "plans.json"),
+        str(out_dir / "summary.json"),
+        num_processes=1,
     )
     summary = load_summary_json(str(out_dir / "summary.json"))
     return seconds_per_case, summary["foreground_mean"]["Dice"], summary["foreground_mean"]["IoU"]
@@ -112,8 +117,18 @@ def predict_and_evaluate(trainer, raw_dataset: Path, out_dir: Path, device: str)
 
 def format_table(results: list[DemoResult]) -> str:
     header = ("trainer", "params", "train s", "s/epoch", "predict s/case", "test Dice", "test IoU")
-    rows = [(r.trainer, f"{r.params:,}", f"{r.train_seconds:.0f}", f"{r.seconds_per_epoch:.1f}",
-             f"{r.predict_seconds_per_case:.2f}", f"{r.dice:.3f}", f"{r.iou:.3f}") for r in results]
+    rows = [
+        (
+            r.trainer,
+            f"{r.params:,}",
+            f"{r.train_seconds:.0f}",
+            f"{r.seconds_per_epoch:.1f}",
+            f"{r.predict_seconds_per_case:.2f}",
+            f"{r.dice:.3f}",
+            f"{r.iou:.3f}",
+        )
+        for r in results
+    ]
     widths = [max(len(str(row[i])) for row in (header, *rows)) for i in range(len(header))]
     lines = [" | ".join(str(c).ljust(w) for c, w in zip(row, widths, strict=True)) for row in (header, *rows)]
     lines.insert(1, "-+-".join("-" * w for w in widths))
@@ -156,19 +171,24 @@ def run_demo(
         trainer = train(name, DEMO_DATASET_ID, epochs, iterations, device)
         train_seconds = time.perf_counter() - start
         timestamps = trainer.logger.get_checkpoint()  # the local logger's per-epoch lists
-        epoch_times = [e - s for s, e in zip(timestamps["epoch_start_timestamps"], timestamps["epoch_end_timestamps"],
-                                             strict=False)]
+        epoch_times = [
+            e - s
+            for s, e in zip(timestamps["epoch_start_timestamps"], timestamps["epoch_end_timestamps"], strict=False)
+        ]
         _log(f"4/4 predicting and evaluating the {num_test} test images with {name}")
         per_case, dice, iou = predict_and_evaluate(trainer, raw, work_dir / "predictions" / name, device)
         params = sum(p.numel() for p in trainer.network.parameters())
-        results.append(DemoResult(name, params, train_seconds, sum(epoch_times) / max(1, len(epoch_times)), per_case,
-                                  dice, iou))
+        results.append(
+            DemoResult(name, params, train_seconds, sum(epoch_times) / max(1, len(epoch_times)), per_case, dice, iou)
+        )
 
     table = format_table(results)
     (work_dir / "demo_results.json").write_text(json.dumps([asdict(r) for r in results], indent=2))
     (work_dir / "demo_results.md").write_text(table + "\n")
     print()
     print(table)
-    print(f"\nResults tree: {work_dir / 'nnUNet_results'} (nnU-Net layout; e.g. nnUNetv2_find_best_configuration "
-          f"{DEMO_DATASET_ID} -c 2d -f 0 -tr {' '.join(trainers)} works on it with the environment of this demo)")
+    print(
+        f"\nResults tree: {work_dir / 'nnUNet_results'} (nnU-Net layout; e.g. nnUNetv2_find_best_configuration "
+        f"{DEMO_DATASET_ID} -c 2d -f 0 -tr {' '.join(trainers)} works on it with the environment of this demo)"
+    )
     return results

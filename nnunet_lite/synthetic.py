@@ -21,17 +21,21 @@ RGB_CHANNELS = {"0": "rgb_to_0_1", "1": "rgb_to_0_1", "2": "rgb_to_0_1"}
 def _lesion_case(rng: np.random.Generator, size: int) -> tuple[np.ndarray, np.ndarray]:
     yy, xx = np.mgrid[0:size, 0:size].astype(np.float32)
     skin = np.array([205, 160, 135], np.float32) + rng.normal(0, 12, 3)
-    shade = 1 + 0.12 * np.sin(2 * np.pi * (xx * rng.uniform(0.2, 1) + yy * rng.uniform(0.2, 1)) / size + rng.uniform(0, 2 * np.pi))
+    shade = 1 + 0.12 * np.sin(
+        2 * np.pi * (xx * rng.uniform(0.2, 1) + yy * rng.uniform(0.2, 1)) / size + rng.uniform(0, 2 * np.pi)
+    )
     image = skin[None, None] * shade[..., None]
 
     cy, cx = rng.uniform(0.3, 0.7, 2) * size
     radius = rng.uniform(0.12, 0.28) * size
     theta = np.arctan2(yy - cy, xx - cx)
-    boundary = radius * (1 + 0.18 * np.sin(3 * theta + rng.uniform(0, 2 * np.pi)) + 0.1 * np.sin(5 * theta + rng.uniform(0, 2 * np.pi)))
+    boundary = radius * (
+        1 + 0.18 * np.sin(3 * theta + rng.uniform(0, 2 * np.pi)) + 0.1 * np.sin(5 * theta + rng.uniform(0, 2 * np.pi))
+    )
     mask = np.hypot(yy - cy, xx - cx) < boundary
     lesion = np.array([115, 70, 55], np.float32) + rng.normal(0, 12, 3)
     texture = 1 + 0.1 * rng.standard_normal((size, size)).astype(np.float32)
-    image[mask] = (lesion[None] * texture[mask][:, None])
+    image[mask] = lesion[None] * texture[mask][:, None]
 
     canvas = Image.fromarray(np.clip(image, 0, 255).astype(np.uint8))
     draw = ImageDraw.Draw(canvas)
@@ -45,7 +49,12 @@ def _lesion_case(rng: np.random.Generator, size: int) -> tuple[np.ndarray, np.nd
 
 
 def make_lesion_dataset_2d(
-    raw_folder: Path, dataset_id: int, num_train: int = 40, num_test: int = 10, size: int = 64, seed: int = 0,
+    raw_folder: Path,
+    dataset_id: int,
+    num_train: int = 40,
+    num_test: int = 10,
+    size: int = 64,
+    seed: int = 0,
     name: str = "SyntheticLesions",
 ) -> Path:
     """Writes ``raw_folder/DatasetXXX_<name>`` with imagesTr/labelsTr/imagesTs/labelsTs; returns its path."""
@@ -60,16 +69,28 @@ def make_lesion_dataset_2d(
             Image.fromarray(image).save(out / f"images{split}" / f"{case}_0000.png")
             Image.fromarray(mask).save(out / f"labels{split}" / f"{case}.png")
     generate_dataset_json(
-        str(out), RGB_CHANNELS, {"background": 0, "lesion": 1}, num_train, ".png", dataset_name=out.name,
+        str(out),
+        RGB_CHANNELS,
+        {"background": 0, "lesion": 1},
+        num_train,
+        ".png",
+        dataset_name=out.name,
         description="Synthetic dermoscopy-like lesions with hair artefacts (nnunet_lite.synthetic)",
-        license="CC0", converted_by="nnunet_lite",
+        license="CC0",
+        converted_by="nnunet_lite",
     )
     return out
 
 
 def make_organ_dataset_3d(
-    raw_folder: Path, dataset_id: int, num_train: int = 8, num_test: int = 2, shape: tuple[int, int, int] = (16, 48, 48),
-    spacing: tuple[float, float, float] = (3.0, 1.0, 1.0), regions: bool = False, seed: int = 0,
+    raw_folder: Path,
+    dataset_id: int,
+    num_train: int = 8,
+    num_test: int = 2,
+    shape: tuple[int, int, int] = (16, 48, 48),
+    spacing: tuple[float, float, float] = (3.0, 1.0, 1.0),
+    regions: bool = False,
+    seed: int = 0,
     name: str = "SyntheticOrgans",
 ) -> Path:
     """Anisotropic CT-like volumes (z, y, x) with label 1 = organ and 2 = lesion inside it.
@@ -92,17 +113,25 @@ def make_organ_dataset_3d(
             seg[dist < 0.3] = 2
             ct = rng.normal(-100, 20, shape) + 150 * (seg == 1) + 250 * (seg == 2)
             case = f"organ_{split.lower()}_{i:03d}"
-            for array, path in ((ct.astype(np.float32), out / f"images{split}" / f"{case}_0000.nii.gz"),
-                                (seg, out / f"labels{split}" / f"{case}.nii.gz")):
+            for array, path in (
+                (ct.astype(np.float32), out / f"images{split}" / f"{case}_0000.nii.gz"),
+                (seg, out / f"labels{split}" / f"{case}.nii.gz"),
+            ):
                 img = sitk.GetImageFromArray(array)
                 img.SetSpacing(tuple(float(s) for s in spacing[::-1]))  # SimpleITK spacing is (x, y, z)
                 sitk.WriteImage(img, str(path))
-    labels = {"background": 0, "organ": (1, 2), "lesion": 2} if regions else {"background": 0, "organ": 1,
-                                                                                "lesion": 2}
+    labels = {"background": 0, "organ": (1, 2), "lesion": 2} if regions else {"background": 0, "organ": 1, "lesion": 2}
     generate_dataset_json(
-        str(out), {"0": "CT"}, labels, num_train, ".nii.gz", regions_class_order=(1, 2) if regions else None,
-        dataset_name=out.name, description="Synthetic anisotropic CT-like volumes (nnunet_lite.synthetic)",
-        license="CC0", converted_by="nnunet_lite",
+        str(out),
+        {"0": "CT"},
+        labels,
+        num_train,
+        ".nii.gz",
+        regions_class_order=(1, 2) if regions else None,
+        dataset_name=out.name,
+        description="Synthetic anisotropic CT-like volumes (nnunet_lite.synthetic)",
+        license="CC0",
+        converted_by="nnunet_lite",
     )
     return out
 

@@ -48,6 +48,10 @@ class nnUNetTrainerLite(nnUNetTrainer):
     ) -> None:
         super().__init__(plans, configuration, fold, dataset_json, device)
         self.enable_deep_supervision = False
+        self.apply_hyperparameters()
+
+    def apply_hyperparameters(self) -> None:
+        """Sets the ``hyperparameters`` of every class in the hierarchy, base classes first."""
         for cls in reversed(type(self).__mro__):
             for name, value in cls.__dict__.get("hyperparameters", {}).items():
                 if not hasattr(self, name):

@@ -25,8 +25,11 @@ def test_parameter_counts_match_official_code(conv_op, in_ch, classes, expected)
         (nn.Conv2d, (1, 1, 32, 160), {}),
         (nn.Conv3d, (1, 1, 32, 32, 64), {}),
         # anisotropic 3D plan: no pooling along the first axis in the first two pools, odd sizes at low resolution
-        (nn.Conv3d, (1, 2, 12, 48, 64), LGMSNet.kwargs_from_plans(
-            [12, 48, 64], [[1, 1, 1], [1, 2, 2], [1, 2, 2], [2, 2, 2], [2, 2, 2], [1, 1, 2]])),
+        (
+            nn.Conv3d,
+            (1, 2, 12, 48, 64),
+            LGMSNet.kwargs_from_plans([12, 48, 64], [[1, 1, 1], [1, 2, 2], [1, 2, 2], [2, 2, 2], [2, 2, 2], [1, 1, 2]]),
+        ),
     ],
 )
 def test_forward_shape_and_gradients(conv_op, shape, kwargs):

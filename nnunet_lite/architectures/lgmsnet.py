@@ -112,7 +112,12 @@ class GMS(nn.Module):
     """
 
     def __init__(
-        self, conv_op: ConvOp, in_channels: int, channels: int, norm_op: type[nn.Module], heads: int = 4,
+        self,
+        conv_op: ConvOp,
+        in_channels: int,
+        channels: int,
+        norm_op: type[nn.Module],
+        heads: int = 4,
         dim_head: int = 8,
     ) -> None:
         super().__init__()
@@ -211,19 +216,24 @@ class LGMSNet(nn.Module):
         self.strides = normalize_strides(strides if strides is not None else [2] * NUM_POOLS, dim)
         self.token_patches = normalize_strides(token_patches if token_patches is not None else [2] * 3, dim)
         if len(self.strides) != NUM_POOLS or len(self.token_patches) != len(GMS_LEVELS):
-            raise ValueError(f"LGMSNet needs {NUM_POOLS} strides and {len(GMS_LEVELS)} token patches, got "
-                             f"{self.strides} and {self.token_patches}")
+            raise ValueError(
+                f"LGMSNet needs {NUM_POOLS} strides and {len(GMS_LEVELS)} token patches, got "
+                f"{self.strides} and {self.token_patches}"
+            )
         norm_op = norm_op or _norm_for(conv_op)
         pool_op = get_matching_pool_op(conv_op, pool_type="max")
         c = dims
 
         self.stem = ConvNormAct(conv_op, input_channels, c[0], 3, norm_op=norm_op, bias=True)
-        self.encoder1 = nn.Sequential(LMS(conv_op, c[0], norm_op), ConvNormAct(conv_op, c[0], c[0], 1, norm_op=norm_op,
-                                                                      nonlin=nn.SiLU))
-        self.encoder2 = nn.Sequential(LMS(conv_op, c[0], norm_op), ConvNormAct(conv_op, c[0], c[1], 1, norm_op=norm_op,
-                                                                      nonlin=nn.SiLU))
-        self.encoder3 = nn.Sequential(LMS(conv_op, c[1], norm_op), ConvNormAct(conv_op, c[1], c[2], 1, norm_op=norm_op,
-                                                                      nonlin=nn.SiLU))
+        self.encoder1 = nn.Sequential(
+            LMS(conv_op, c[0], norm_op), ConvNormAct(conv_op, c[0], c[0], 1, norm_op=norm_op, nonlin=nn.SiLU)
+        )
+        self.encoder2 = nn.Sequential(
+            LMS(conv_op, c[0], norm_op), ConvNormAct(conv_op, c[0], c[1], 1, norm_op=norm_op, nonlin=nn.SiLU)
+        )
+        self.encoder3 = nn.Sequential(
+            LMS(conv_op, c[1], norm_op), ConvNormAct(conv_op, c[1], c[2], 1, norm_op=norm_op, nonlin=nn.SiLU)
+        )
         self.encoder4 = GMS(conv_op, c[2], c[3], norm_op)
         self.encoder5 = GMS(conv_op, c[3], c[4], norm_op)
         self.pools = nn.ModuleList(pool_op(kernel_size=s, stride=s) for s in self.strides)

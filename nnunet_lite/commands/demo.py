@@ -11,9 +11,17 @@ def run(args: argparse.Namespace) -> int:
     from ..demo import run_demo
 
     try:
-        run_demo(Path(args.work_dir), tuple(args.trainers), epochs=args.epochs, iterations=args.iterations,
-                 num_train=args.num_train, num_test=args.num_test, device=args.device, overwrite=args.overwrite,
-                 seed=args.seed)
+        run_demo(
+            Path(args.work_dir),
+            tuple(args.trainers),
+            epochs=args.epochs,
+            iterations=args.iterations,
+            num_train=args.num_train,
+            num_test=args.num_test,
+            device=args.device,
+            overwrite=args.overwrite,
+            seed=args.seed,
+        )
     except FileExistsError as e:
         print(f"nnunet_lite demo: {e}", file=sys.stderr)
         return 1

@@ -42,8 +42,10 @@ def install_hook() -> Path:
 def run(args: argparse.Namespace) -> int:
     if args.install_hook:
         path = install_hook()
-        print(f"wrote {path}: every Python of {sys.prefix} now finds the nnunet_lite trainers "
-              f"(remove with: nnunet_lite env --uninstall-hook)")
+        print(
+            f"wrote {path}: every Python of {sys.prefix} now finds the nnunet_lite trainers "
+            f"(remove with: nnunet_lite env --uninstall-hook)"
+        )
         return 0
     if args.uninstall_hook:
         path = hook_path()
@@ -75,7 +77,10 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     )
     group = parser.add_mutually_exclusive_group()
     group.add_argument("--quiet", action="store_true", help="print only the export line")
-    group.add_argument("--install-hook", action="store_true",
-                       help="zero configuration: install a startup hook into this environment's site-packages")
+    group.add_argument(
+        "--install-hook",
+        action="store_true",
+        help="zero configuration: install a startup hook into this environment's site-packages",
+    )
     group.add_argument("--uninstall-hook", action="store_true", help="remove the startup hook")
     parser.set_defaults(func=run)

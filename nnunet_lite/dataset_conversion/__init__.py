@@ -2,7 +2,7 @@
 
 Every converter is a function ``convert_<name>(source, dataset_id, ...) -> Path`` in its own module and a subcommand of
 ``nnunet_lite convert``. This module holds the registry: one :class:`DatasetSpec` per dataset and the table of default
-dataset IDs. Converter modules are imported lazily (:func:`get_converter`), so ``nnunet_lite convert --list`` stays cheap.
+dataset IDs. Converter modules are imported lazily (:func:`get_converter`).
 
 Default IDs live in the free range 5xx: 501-509 for the training datasets, 511-519 for the zero-shot targets, 520-529
 reserved for the 3D converters (BTCV, KiTS23).

@@ -195,7 +195,7 @@ def norm_name(name: str) -> str:
 
 
 def iter_dirs(root: Path, max_depth: int = 3) -> Iterator[Path]:
-    """``root`` and its sub-folders down to ``max_depth``, breadth first, sorted, without hidden and __MACOSX folders."""
+    """``root`` and its sub-folders down to ``max_depth``, breadth first, sorted; no hidden or __MACOSX folders."""
     level = [root]
     for depth in range(max_depth + 1):
         nxt = []
@@ -435,14 +435,21 @@ def read_id_list(path: Path) -> list[str]:
 
 
 def _split_list_pairs(folder: Path) -> list[tuple[Path, Path]]:
-    """(train, val) text files of a split folder: ``*train*<k>.txt`` with ``*val*<k>.txt``, or train.txt with val.txt."""
+    """(train, val) lists of a split folder: ``*train*<k>.txt`` with ``*val*<k>.txt``, or train.txt with val.txt."""
     files = {p.name: p for p in folder.iterdir() if p.is_file() and p.suffix.lower() in (".txt", ".csv", ".lst")}
     pairs = []
     for name in sorted(files, key=_natural_key):
         if "train" not in name.lower():
             continue
         i = name.lower().index("train")
-        partner = next((name[:i] + v + name[i + 5 :] for v in ("val", "valid", "validation") if name[:i] + v + name[i + 5 :] in files), None)
+        partner = next(
+            (
+                name[:i] + v + name[i + 5 :]
+                for v in ("val", "valid", "validation")
+                if name[:i] + v + name[i + 5 :] in files
+            ),
+            None,
+        )
         if partner is None:
             raise ConversionError(
                 "training list without validation list", files[name], hint=f"add {name[:i]}val{name[i + 5 :]}"
@@ -514,7 +521,7 @@ def load_split_file(
         fold = {}
         for key, tokens in (("train", train), ("val", val)):
             ids = [resolve(str(t)) for t in tokens]
-            unknown = [str(t) for t, cid in zip(tokens, ids) if cid is None or cid not in known]
+            unknown = [str(t) for t, cid in zip(tokens, ids, strict=True) if cid is None or cid not in known]
             if unknown:
                 raise ConversionError(
                     f"{len(unknown)} of {len(tokens)} IDs in the {key} list are not cases of this dataset, "
@@ -544,7 +551,9 @@ def validate_splits(splits: Sequence[dict[str, list[str]]], training_ids: Iterab
                 raise ConversionError(f"fold {k} has no {key} cases", hint="check the split lists")
         overlap = set(train) & set(val)
         if overlap:
-            raise ConversionError(f"fold {k}: {len(overlap)} cases are in both train and val, e.g. {sorted(overlap)[:3]}")
+            raise ConversionError(
+                f"fold {k}: {len(overlap)} cases are in both train and val, e.g. {sorted(overlap)[:3]}"
+            )
         uncovered = training - set(train) - set(val)
         if uncovered:
             report.warnings.append(
@@ -587,7 +596,9 @@ def _read_tiff(path: Path) -> np.ndarray:
         arr = tifffile.imread(path, key=0)
     except Exception as e:  # tifffile raises TiffFileError, ValueError, KeyError, ... on broken files
         raise ConversionError(
-            f"cannot read TIFF ({type(e).__name__}: {e})", path, hint="the file is damaged or not a TIFF; re-download it"
+            f"cannot read TIFF ({type(e).__name__}: {e})",
+            path,
+            hint="the file is damaged or not a TIFF; re-download it",
         ) from e
     if arr.ndim == 3 and arr.shape[0] in (3, 4) and arr.shape[-1] not in (3, 4):  # planar configuration
         arr = np.moveaxis(arr, 0, -1)
@@ -748,7 +759,9 @@ def convert_case_2d(job: tuple[Case2D, Path, Options2D]) -> CaseResult:
     except ConversionError:
         raise
     except Exception as e:  # name the case in anything unexpected
-        raise ConversionError(f"unexpected {type(e).__name__} while converting case {case.case_id}: {e}", case.image) from e
+        raise ConversionError(
+            f"unexpected {type(e).__name__} while converting case {case.case_id}: {e}", case.image
+        ) from e
 
 
 def _convert_case_2d(case: Case2D, out_dir: Path, options: Options2D) -> CaseResult:
@@ -955,8 +968,10 @@ def format_summary(
         parts = Counter(r.part for r in rs)
         groups = Counter(r.group for r in rs if r.group)
         detail = ", ".join(f"{k} {v}" for k, v in sorted(parts.items()))
-        if groups:
+        if 0 < len(groups) <= 6:
             detail += "; " + ", ".join(f"{k} {v}" for k, v in sorted(groups.items()))
+        elif groups:
+            detail += f"; {len(groups)} groups ({', '.join(sorted(groups)[:2])}, ...)"
         lines.append(f"  {folders}: {len(rs)} cases ({detail})")
     for item in report.skipped:
         lines.append(f"  skipped: {item}")
@@ -987,7 +1002,9 @@ def format_summary(
     dups = [sorted(v) for v in by_digest.values() if len(v) > 1]
     if dups:
         shown = "; ".join(" = ".join(d) for d in sorted(dups)[:5])
-        lines.append(f"  duplicates: {len(dups)} groups of identical images ({shown}{'; ...' if len(dups) > 5 else ''})")
+        lines.append(
+            f"  duplicates: {len(dups)} groups of identical images ({shown}{'; ...' if len(dups) > 5 else ''})"
+        )
     if splits is not None:
         sizes = ", ".join(f"{len(f['train'])}/{len(f['val'])}" for f in splits)
         lines.append(f"  splits_final.json: {len(splits)} fold(s), train/val {sizes}")

@@ -1,8 +1,9 @@
 """BUSI breast ultrasound (Al-Dhabyani et al., Data in Brief 2020) -> nnU-Net raw ``Dataset503_BUSI`` (2D PNG, 1 label).
 
-Layout as distributed: ``Dataset_BUSI_with_GT/{benign,malignant,normal}/"benign (1).png"`` with ``"benign (1)_mask.png"``
-and, for multifocal lesions, ``_mask_1.png``/``_mask_2.png``: all masks of a case are OR-merged. Also accepted: the
-CMUNeXt/LGMSNet layout ``images/"benign (1).png"`` + ``masks/0/"benign (1).png"`` (masks already merged).
+Layout as distributed: ``Dataset_BUSI_with_GT/{benign,malignant,normal}/"benign (1).png"`` with
+``"benign (1)_mask.png"`` and, for multifocal lesions, ``_mask_1.png``/``_mask_2.png``: all masks of a case are
+OR-merged. Also accepted: the CMUNeXt/LGMSNet layout ``images/"benign (1).png"`` + ``masks/0/"benign (1).png"``
+(masks already merged).
 
 Case IDs are ``benign_0001``, ``malignant_0053``, ``normal_0001``. The ``normal`` class (133 all-background cases) is
 excluded by default, as in the papers (647 cases). Images are kept as 3 channels (R, G, B, ``rgb_to_0_1``): 632 of the
@@ -94,8 +95,7 @@ def _cases_original(root: Path, include_normal: bool, report: Report) -> list[Ca
             continue
         if folder is None:
             raise ConversionError(
-                f"class folder '{cls}' not found next to "
-                + ", ".join(p.name for p in root.iterdir() if p.is_dir()),
+                f"class folder '{cls}' not found next to " + ", ".join(p.name for p in root.iterdir() if p.is_dir()),
                 root,
                 hint="pass the Dataset_BUSI_with_GT folder as distributed"
                 + (", or drop --include-normal" if cls == "normal" else ""),

@@ -47,7 +47,7 @@ _JPEG_OR_PNG = (".jpg", ".jpeg", ".png")
 
 
 def kvasir_case_id(token: str) -> str | None:
-    """``"cju0qkwl35piu0993l0dewei2"``, ``"images/cju0qkwl35piu0993l0dewei2.jpg"`` -> ``"cju0qkwl35piu0993l0dewei2"``."""
+    """``"cju0qkwl35piu0993l0dewei2"``, ``"images/cju0qkwl35piu0993l0dewei2.jpg"`` -> the file stem."""
     name = os.path.basename(token.strip().replace("\\", "/"))
     stem, ext = os.path.splitext(name)
     if ext.lower() not in IMAGE_SUFFIXES:
@@ -107,8 +107,8 @@ def convert_kvasir(
         source: ``Kvasir-SEG`` (holding ``images/`` and ``masks/``) or a folder containing it.
         dataset_id: nnU-Net dataset ID.
         split: only "nnunet" (nnU-Net's 5 folds); published lists go through ``split_file``.
-        split_file: e.g. the MediaEval 2020 ``kvasir-seg-train-val`` folder (``train.txt`` + ``val.txt``, 880/120), or an
-            nnU-Net ``splits_final.json``.
+        split_file: e.g. the MediaEval 2020 ``kvasir-seg-train-val`` folder (``train.txt`` + ``val.txt``, 880/120),
+            or an nnU-Net ``splits_final.json``.
         resize: resize to ``resize`` x ``resize`` (images bilinear, masks nearest); None keeps native resolution.
         mask_threshold: mask values above it are polyp (default 127, for the JPEG masks).
         overwrite: replace an existing dataset folder.

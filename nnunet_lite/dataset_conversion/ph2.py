@@ -121,8 +121,12 @@ def convert_ph2(
     roi = 0
     for case_dir in _case_dirs(root):
         case_id = f"IMD{CASE_RE.match(case_dir.name).group(1)}"
-        image = _one_image(child_dir(case_dir, f"{case_dir.name}_Dermoscopic_Image"), case_dir.name, case_dir, "image", report)
-        mask = _one_image(child_dir(case_dir, f"{case_dir.name}_lesion"), f"{case_dir.name}_lesion", case_dir, "lesion mask", report)
+        image = _one_image(
+            child_dir(case_dir, f"{case_dir.name}_Dermoscopic_Image"), case_dir.name, case_dir, "image", report
+        )
+        mask = _one_image(
+            child_dir(case_dir, f"{case_dir.name}_lesion"), f"{case_dir.name}_lesion", case_dir, "lesion mask", report
+        )
         roi += child_dir(case_dir, f"{case_dir.name}_roi") is not None
         cases.append(Case2D(case_id, image, (mask,)))
     if roi:

@@ -44,7 +44,8 @@ class nnUNetTrainerAULUNet_paper(nnUNetTrainerAULUNet):
     1.0 * CE + 1.0 * Dice. Deviations: an epoch is nnU-Net's 250 iterations of the plans' batch size (the official
     epoch is one pass over the training images at batch 8); with labels, CE over softmax replaces BCE over a sigmoid
     (the same model for two classes), with regions nnU-Net's BCE is used; nnU-Net's Dice (batch Dice in 2D), patch
-    sampling, augmentation, per-image z-score normalisation, mixed precision on GPU and final/EMA-best checkpoints
+    sampling, augmentation, normalisation (chosen by the dataset's channel names), mixed precision on GPU and
+    final/EMA-best checkpoints
     replace the official per-sample soft Dice (smooth 1), rot90/flip/rotate augmentation of 256x256 resized images,
     dataset-level z-score plus per-image min-max rescaling to [0, 255], fp32 training and lowest-validation-loss
     checkpoint.

@@ -1,0 +1,147 @@
+"""``nnunet_lite convert NAME SOURCE``: a dataset as its authors distribute it -> an nnU-Net v2 raw dataset."""
+
+from __future__ import annotations
+
+import argparse
+import inspect
+import sys
+import textwrap
+from pathlib import Path
+
+from nnunet_lite.dataset_conversion import DATASETS, dataset_folder, get_converter, get_module
+
+
+def format_list() -> str:
+    """The text of ``nnunet_lite convert --list``."""
+    lines = [
+        "Datasets (nnunet_lite convert NAME SOURCE [-d ID]); SOURCE is the unpacked download or a folder above it:",
+        "",
+    ]
+    for name, spec in DATASETS.items():
+        splits = getattr(get_module(name), "SPLITS", {})
+        lines.append(f"{name:<13} -> {dataset_folder(name)}  (default ID {spec.default_id}; {spec.role})")
+        lines.append(f"    {spec.title}")
+        for key, text in (
+            ("layout", spec.layout),
+            ("--split", ", ".join(splits) + " (first is the default)"),
+            ("source", spec.source),
+            ("licence", spec.license),
+        ):
+            wrapped = textwrap.wrap(text, width=110, initial_indent=f"    {key + ':':<9}", subsequent_indent=" " * 13)
+            lines.extend(wrapped)
+        lines.append("")
+    lines.append(
+        "All datasets: images as 3-channel PNG (grey sources replicated) with channel names rgb_to_0_1, labels "
+        "background 0 / foreground 1."
+    )
+    return "\n".join(lines)
+
+
+def run(args: argparse.Namespace) -> int:
+    if args.list or not getattr(args, "dataset", None):
+        print(format_list())
+        return 0 if args.list else 2
+    from nnunet_lite.dataset_conversion._common import ConversionError
+
+    converter = get_converter(args.dataset)
+    params = inspect.signature(converter).parameters
+    kwargs = {k: v for k, v in vars(args).items() if k in params}
+    try:
+        converter(**kwargs)
+    except ConversionError as e:
+        print(f"error: {e}", file=sys.stderr)
+        print("nothing was written", file=sys.stderr)
+        return 1
+    return 0
+
+
+def _add_common(parser: argparse.ArgumentParser, name: str, splits: dict[str, str]) -> None:
+    spec = DATASETS[name]
+    parser.add_argument(
+        "source",
+        metavar="SOURCE",
+        type=Path,
+        help="the unpacked official download (or a folder that contains it)",
+    )
+    parser.add_argument(
+        "-d",
+        "--dataset-id",
+        dest="dataset_id",
+        type=int,
+        default=spec.default_id,
+        metavar="ID",
+        help=f"nnU-Net dataset ID (default {spec.default_id}: {dataset_folder(name)})",
+    )
+    parser.add_argument(
+        "--resize",
+        type=int,
+        metavar="N",
+        help="resize to NxN as the papers do (images bilinear, masks nearest); default: native resolution",
+    )
+    parser.add_argument(
+        "--split",
+        choices=list(splits),
+        default=next(iter(splits)),
+        help="; ".join(f"{k}: {v}" for k, v in splits.items()),
+    )
+    parser.add_argument(
+        "--split-file",
+        dest="split_file",
+        type=Path,
+        metavar="PATH",
+        help="published split lists: a folder of <x>train<k>.txt + <x>val<k>.txt (or train.txt + val.txt), one of "
+        "those files, or an nnU-Net splits_final.json; written as splits_final.json",
+    )
+    parser.add_argument(
+        "--mask-threshold",
+        dest="mask_threshold",
+        type=int,
+        metavar="T",
+        default=argparse.SUPPRESS,
+        help="treat mask values > T as foreground instead of requiring binary masks "
+        "(default: 127 for kvasir and cvc-clinicdb, binary masks required otherwise)",
+    )
+    parser.add_argument("--overwrite", action="store_true", help="replace an existing dataset folder")
+    parser.add_argument(
+        "--num-workers",
+        "-np",
+        dest="num_workers",
+        type=int,
+        metavar="N",
+        help="worker processes (default: $nnUNet_def_n_proc, else min(8, CPUs))",
+    )
+    parser.add_argument(
+        "-o",
+        "--output-root",
+        dest="output_root",
+        type=Path,
+        metavar="DIR",
+        help="write the dataset folder here instead of $nnUNet_raw",
+    )
+
+
+def add_parser(subparsers: argparse._SubParsersAction) -> None:
+    parser = subparsers.add_parser(
+        "convert",
+        help="convert a dataset as distributed (ISIC, BUSI, Kvasir-SEG, PH2, CVC-ClinicDB, BUS-B, TN-SCUI) to nnU-Net",
+        description="Converts a dataset as its authors distribute it into $nnUNet_raw/DatasetXXX_Name, ready for "
+        "nnUNetv2_plan_and_preprocess --verify_dataset_integrity. The folder is built in a temporary folder and "
+        "renamed at the end: on any error nothing is left behind. See --list for the datasets.",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument("--list", action="store_true", help="show the datasets, their expected layout and default IDs")
+    datasets = parser.add_subparsers(dest="dataset", metavar="NAME")
+    for name, spec in DATASETS.items():
+        module = get_module(name)
+        splits = module.SPLITS
+        sub = datasets.add_parser(
+            name,
+            help=f"{spec.title} (default ID {spec.default_id})",
+            description=f"{spec.title}.\n\nExpected layout: {spec.layout}\nSource: {spec.source}\n"
+            f"Licence: {spec.license}",
+            formatter_class=argparse.RawDescriptionHelpFormatter,
+        )
+        _add_common(sub, name, splits)
+        module.add_arguments(sub)
+        sub.set_defaults(func=run, list=False)
+    parser.set_defaults(func=run)

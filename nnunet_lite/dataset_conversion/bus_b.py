@@ -1,0 +1,159 @@
+"""BUS Dataset B (UDIAT, Yap et al., JBHI 2018) -> nnU-Net raw ``Dataset513_BUSB`` (2D PNG, 1 label).
+
+A zero-shot target for BUSI models. Layout as distributed on request: ``BUS_Dataset_B/original/<n>.png`` and
+``BUS_Dataset_B/GT/<n>.png`` plus ``DatasetB.xlsx`` (lesion type, not read). Images are written with 3 channels (grey
+replicated, ``rgb_to_0_1``), exactly like BUSI, so a BUSI-trained model takes them unchanged. Case IDs are
+``busb_<n>`` (the file stem, e.g. ``busb_000001``). A mask may carry a ``_GT``/``_mask`` suffix; it is matched to its
+image by stem.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import re
+from collections import defaultdict
+from pathlib import Path
+
+from . import DATASETS, DEFAULT_IDS
+from ._common import (
+    IMAGE_SUFFIXES,
+    NNUNET_SPLIT,
+    Case2D,
+    ConversionError,
+    Options2D,
+    Report,
+    check_split_args,
+    child_dir,
+    convert_2d_dataset,
+    find_one_dir,
+    has_images,
+    list_files,
+    load_split_file,
+    pair_files,
+    require_source,
+    sanitize_id,
+)
+
+SPLITS = {NNUNET_SPLIT: "no splits_final.json: nnU-Net's 5 random folds (BUS-B is normally only evaluated on)"}
+REFERENCE = (
+    "Yap MH, Pons G, Marti J, et al. Automated breast ultrasound lesions detection using convolutional neural "
+    "networks. IEEE JBHI 22(4):1218-1226 (2018), doi:10.1109/JBHI.2017.2731873"
+)
+_MASK_SUFFIX = re.compile(r"[_\-](gt|mask|seg|label)$", re.IGNORECASE)
+
+
+def busb_case_id(token: str) -> str | None:
+    """``"000001"``, ``"000001.png"``, ``"busb_000001"`` -> ``"busb_000001"``."""
+    name = os.path.basename(token.strip().replace("\\", "/"))
+    stem, ext = os.path.splitext(name)
+    if ext.lower() not in IMAGE_SUFFIXES:
+        stem = name
+    stem = re.sub(r"^busb_", "", stem, flags=re.IGNORECASE)
+    if not stem:
+        return None
+    try:
+        return "busb_" + sanitize_id(stem)
+    except ConversionError:
+        return None
+
+
+def _image_dir(d: Path) -> Path | None:
+    return child_dir(d, "original", "originals", "images")
+
+
+def _gt_dir(d: Path) -> Path | None:
+    return child_dir(d, "GT", "Ground Truth", "GroundTruth", "masks")
+
+
+def _is_root(d: Path) -> bool:
+    image_dir, gt_dir = _image_dir(d), _gt_dir(d)
+    return image_dir is not None and gt_dir is not None and has_images(image_dir) and has_images(gt_dir)
+
+
+def _list(folder: Path, report: Report, masks: bool) -> dict[str, Path]:
+    found: dict[str, Path] = {}
+    for path in list_files(folder, report):
+        if path.suffix.lower() not in IMAGE_SUFFIXES:
+            report.ignore(path, "non-image files")
+            continue
+        stem = _MASK_SUFFIX.sub("", path.stem) if masks else path.stem
+        case_id = "busb_" + sanitize_id(stem)
+        if case_id in found:
+            raise ConversionError(f"duplicate case ID {case_id}: also {found[case_id].name}", path, hint="remove one")
+        found[case_id] = path
+    return found
+
+
+def convert_bus_b(
+    source: str | os.PathLike,
+    dataset_id: int = DEFAULT_IDS["bus-b"],
+    *,
+    split: str = NNUNET_SPLIT,
+    split_file: str | os.PathLike | None = None,
+    resize: int | None = None,
+    mask_threshold: int | None = None,
+    overwrite: bool = False,
+    num_workers: int | None = None,
+    output_root: str | os.PathLike | None = None,
+    verbose: bool = True,
+) -> Path:
+    """Convert BUS Dataset B as distributed to ``Dataset<ID>_BUSB``.
+
+    Args:
+        source: ``BUS_Dataset_B`` (holding ``original/`` and ``GT/``) or a folder containing it.
+        dataset_id: nnU-Net dataset ID.
+        split: only "nnunet".
+        split_file: optional split lists or an nnU-Net ``splits_final.json``.
+        resize: resize to ``resize`` x ``resize`` (images bilinear, masks nearest); None keeps native resolution.
+        mask_threshold: None requires binary masks; an int thresholds instead.
+        overwrite: replace an existing dataset folder.
+        num_workers: worker processes (default ``$nnUNet_def_n_proc`` or min(8, CPUs)).
+        output_root: where to write (default ``$nnUNet_raw``).
+        verbose: print the summary.
+
+    Returns:
+        the dataset folder.
+
+    Raises:
+        ConversionError: bad or incomplete input, or an existing target without ``overwrite``.
+    """
+    source = require_source(source)
+    check_split_args(split, split_file, SPLITS)
+    report = Report()
+    root = find_one_dir(
+        source, _is_root, "BUS Dataset B folder", "BUS_Dataset_B/original/<n>.png + BUS_Dataset_B/GT/<n>.png"
+    )
+    image_dir, gt_dir = _image_dir(root), _gt_dir(root)
+    images = _list(image_dir, report, masks=False)
+    masks = defaultdict(list, {k: [v] for k, v in _list(gt_dir, report, masks=True).items()})
+    pairs = pair_files(images, masks, image_dir, gt_dir, lambda p: p.name)
+    cases = [Case2D(cid, image, ms) for cid, image, ms in pairs]
+
+    splits = None
+    if split_file is not None:
+        splits = load_split_file(split_file, busb_case_id, [c.case_id for c in cases])
+
+    spec = DATASETS["bus-b"]
+    return convert_2d_dataset(
+        name="bus-b",
+        folder_name=spec.folder_name,
+        dataset_id=dataset_id,
+        cases=cases,
+        label_name="lesion",
+        reference=REFERENCE,
+        license=spec.license,
+        description=spec.title,
+        report=report,
+        options=Options2D(resize=resize, mask_threshold=mask_threshold),
+        splits=splits,
+        overwrite=overwrite,
+        num_workers=num_workers,
+        output_root=output_root,
+        settings={"split": "split file" if split_file is not None else split},
+        verbose=verbose,
+    )
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """BUS-B has no options beyond the common ones."""

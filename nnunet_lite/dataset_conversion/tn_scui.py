@@ -1,0 +1,174 @@
+"""TN-SCUI 2020 thyroid nodule ultrasound (MICCAI 2020) -> nnU-Net raw ``Dataset505_TNSCUI`` (2D PNG, 1 label).
+
+Layout as distributed to registered participants: ``image/<ID>.PNG`` and ``mask/<ID>.PNG`` (integer IDs, upper-case
+extension: matched case-insensitively) plus ``train.csv`` (columns ID, CATE). Case IDs are ``tnscui_<ID>`` with the ID
+zero-padded to 4 digits. Images are written with 3 channels (grey replicated, ``rgb_to_0_1``), the same convention as
+every other 2D dataset here and as the papers' cv2 loaders. The organisers forbid redistribution, so there is no public
+sample; LGMSNet's three 2550/1094 lists (``tuscui_{train,val}{1,2,3}.txt``, bare IDs) can be passed as ``split_file``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import os
+import re
+from collections import defaultdict
+from pathlib import Path
+
+from . import DATASETS, DEFAULT_IDS
+from ._common import (
+    IMAGE_SUFFIXES,
+    NNUNET_SPLIT,
+    Case2D,
+    ConversionError,
+    Options2D,
+    Report,
+    check_split_args,
+    child_dir,
+    convert_2d_dataset,
+    find_one_dir,
+    has_images,
+    list_files,
+    load_split_file,
+    pair_files,
+    require_source,
+)
+
+SPLITS = {NNUNET_SPLIT: "no splits_final.json: nnU-Net's 5 random folds (LGMSNet's lists go through --split-file)"}
+REFERENCE = (
+    "TN-SCUI 2020: Thyroid Nodule Segmentation and Classification in Ultrasound Images, MICCAI 2020 challenge, "
+    "https://tn-scui2020.grand-challenge.org/"
+)
+
+
+def tnscui_case_id(token: str) -> str | None:
+    """``"1698"``, ``"1698.PNG"``, ``"image/1698.PNG"``, ``"tnscui_1698"`` -> ``"tnscui_1698"``."""
+    name = os.path.basename(token.strip().replace("\\", "/"))
+    m = re.fullmatch(r"(?:tnscui_)?(\d+)(?:\.(?:png|jpe?g|bmp|tiff?))?", name, re.IGNORECASE)
+    return f"tnscui_{int(m.group(1)):04d}" if m else None
+
+
+def _image_dir(d: Path) -> Path | None:
+    return child_dir(d, "image", "images")
+
+
+def _mask_dir(d: Path) -> Path | None:
+    return child_dir(d, "mask", "masks")
+
+
+def _is_root(d: Path) -> bool:
+    image_dir, mask_dir = _image_dir(d), _mask_dir(d)
+    return image_dir is not None and mask_dir is not None and has_images(image_dir) and has_images(mask_dir)
+
+
+def _list(folder: Path, report: Report) -> dict[str, Path]:
+    found: dict[str, Path] = {}
+    for path in list_files(folder, report):
+        if path.suffix.lower() not in IMAGE_SUFFIXES:
+            report.ignore(path, "non-image files")
+            continue
+        if not path.stem.isdigit():
+            report.ignore(path, "images not named <integer ID>")
+            continue
+        case_id = f"tnscui_{int(path.stem):04d}"
+        if case_id in found:
+            raise ConversionError(f"duplicate case ID {case_id}: also {found[case_id].name}", path, hint="remove one")
+        found[case_id] = path
+    return found
+
+
+def _categories(root: Path, report: Report) -> dict[str, str]:
+    """case ID -> "CATE <value>" from train.csv next to (or above) image/ and mask/, if it is there."""
+    path = next((p for p in (root / "train.csv", root.parent / "train.csv") if p.is_file()), None)
+    if path is None:
+        return {}
+    try:
+        with path.open(newline="", encoding="utf-8-sig") as f:
+            rows = list(csv.DictReader(f))
+        cats = {}
+        for row in rows:
+            row = {k.strip().lower(): (v or "").strip() for k, v in row.items() if k}
+            cid = tnscui_case_id(row.get("id", ""))
+            if cid is not None and row.get("cate", "") != "":
+                cats[cid] = f"CATE {row['cate']}"
+        return cats
+    except (OSError, csv.Error, UnicodeDecodeError) as e:
+        report.warnings.append(f"could not read {path} ({e}); categories not reported")
+        return {}
+
+
+def convert_tn_scui(
+    source: str | os.PathLike,
+    dataset_id: int = DEFAULT_IDS["tn-scui"],
+    *,
+    split: str = NNUNET_SPLIT,
+    split_file: str | os.PathLike | None = None,
+    resize: int | None = None,
+    mask_threshold: int | None = None,
+    overwrite: bool = False,
+    num_workers: int | None = None,
+    output_root: str | os.PathLike | None = None,
+    verbose: bool = True,
+) -> Path:
+    """Convert the TN-SCUI 2020 training set as distributed to ``Dataset<ID>_TNSCUI``.
+
+    Args:
+        source: the folder holding ``image/`` and ``mask/`` (or a folder containing it).
+        dataset_id: nnU-Net dataset ID.
+        split: only "nnunet"; published lists go through ``split_file``.
+        split_file: e.g. LGMSNet's ``data/tuscui`` folder (``tuscui_{train,val}{1,2,3}.txt``), or a
+            ``splits_final.json``.
+        resize: resize to ``resize`` x ``resize`` (images bilinear, masks nearest); None keeps native resolution.
+        mask_threshold: None requires binary masks; an int thresholds instead.
+        overwrite: replace an existing dataset folder.
+        num_workers: worker processes (default ``$nnUNet_def_n_proc`` or min(8, CPUs)).
+        output_root: where to write (default ``$nnUNet_raw``).
+        verbose: print the summary.
+
+    Returns:
+        the dataset folder.
+
+    Raises:
+        ConversionError: bad or incomplete input, or an existing target without ``overwrite``.
+    """
+    source = require_source(source)
+    check_split_args(split, split_file, SPLITS)
+    report = Report()
+    root = find_one_dir(source, _is_root, "TN-SCUI folder", "image/<ID>.PNG + mask/<ID>.PNG")
+    image_dir, mask_dir = _image_dir(root), _mask_dir(root)
+    images = _list(image_dir, report)
+    if not images:
+        raise ConversionError("no images named <integer ID>.PNG", image_dir, hint="pass the TN-SCUI training folder")
+    masks = defaultdict(list, {k: [v] for k, v in _list(mask_dir, report).items()})
+    pairs = pair_files(images, masks, image_dir, mask_dir, lambda p: p.name)
+    cats = _categories(root, report)
+    cases = [Case2D(cid, image, ms, group=cats.get(cid)) for cid, image, ms in pairs]
+
+    splits = None
+    if split_file is not None:
+        splits = load_split_file(split_file, tnscui_case_id, [c.case_id for c in cases])
+
+    spec = DATASETS["tn-scui"]
+    return convert_2d_dataset(
+        name="tn-scui",
+        folder_name=spec.folder_name,
+        dataset_id=dataset_id,
+        cases=cases,
+        label_name="nodule",
+        reference=REFERENCE,
+        license=spec.license,
+        description=spec.title,
+        report=report,
+        options=Options2D(resize=resize, mask_threshold=mask_threshold),
+        splits=splits,
+        overwrite=overwrite,
+        num_workers=num_workers,
+        output_root=output_root,
+        settings={"split": "split file" if split_file is not None else split},
+        verbose=verbose,
+    )
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """TN-SCUI has no options beyond the common ones."""

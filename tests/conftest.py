@@ -1,0 +1,57 @@
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from nnunet_lite.commands.env import SHIM_FOLDER
+
+SHARED_DATASETS = Path(__file__).resolve().parents[1].parent / "shared" / "datasets"
+BIN = Path(sys.executable).parent
+
+# Test-only trainers: short budgets for CPU. They live in their own nnUNet_extTrainer folder, the way a user adds
+# their own subclasses of the nnunet_lite trainers.
+TEST_TRAINERS = """
+from nnunet_lite.trainers import nnUNetTrainerLGMSNet
+
+
+class nnUNetTrainerLGMSNet_test(nnUNetTrainerLGMSNet):
+    hyperparameters = {"num_epochs": 3, "num_iterations_per_epoch": 20, "num_val_iterations_per_epoch": 3}
+"""
+
+
+@pytest.fixture(scope="session")
+def nnunet_env(tmp_path_factory):
+    """nnU-Net folders in a temporary directory and the environment the real nnU-Net commands need (CPU-friendly)."""
+    root = tmp_path_factory.mktemp("nnunet")
+    ext = root / "test_trainers"
+    ext.mkdir()
+    (ext / "nnunet_lite_test_trainers.py").write_text(TEST_TRAINERS)
+    env = {
+        "nnUNet_raw": str(root / "nnUNet_raw"),
+        "nnUNet_preprocessed": str(root / "nnUNet_preprocessed"),
+        "nnUNet_results": str(root / "nnUNet_results"),
+        "nnUNet_extTrainer": os.pathsep.join([str(SHIM_FOLDER), str(ext)]),
+        "nnUNet_def_n_proc": "1",
+        "nnUNet_n_proc_DA": "1",  # 0 crashes nnU-Net 2.8.1 planning (torch.set_num_threads(0))
+        "nnUNet_compile": "f",
+    }
+    for key in ("nnUNet_raw", "nnUNet_preprocessed", "nnUNet_results"):
+        Path(env[key]).mkdir()
+    with pytest.MonkeyPatch.context() as mp:
+        for key, value in env.items():
+            mp.setenv(key, value)
+        yield root
+
+
+def run_cli(*args: str, timeout: int = 900) -> subprocess.CompletedProcess:
+    """Runs an installed console command (nnUNetv2_*, nnunet_lite) and fails the test with its output on error."""
+    cmd = [str(BIN / args[0]), *args[1:]]
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout)
+    if proc.returncode != 0:
+        pytest.fail(
+            f"{' '.join(args)} exited {proc.returncode}\n--- stdout ---\n{proc.stdout[-6000:]}\n"
+            f"--- stderr ---\n{proc.stderr[-6000:]}"
+        )
+    return proc
