@@ -22,9 +22,10 @@ def test_shim_reexports_every_trainer_and_defines_nothing():
 
 
 def test_expected_trainer_names_exist():
-    for arch in ("LGMSNet",):
+    for arch in ("LGMSNet", "AULUNet", "MedLiteNet"):
         for suffix in ("", "_paper", "_1epoch", "_5epochs", "_10epochs", "_50epochs", "_100epochs", "_250epochs"):
             assert f"nnUNetTrainer{arch}{suffix}" in TRAINERS
+    assert {"nnUNetTrainerMedLiteNet_wideASPP", "nnUNetTrainerMedLiteNet_wideTokens"} <= set(TRAINERS)
 
 
 def test_no_trainer_shadows_an_nnunet_builtin(monkeypatch):

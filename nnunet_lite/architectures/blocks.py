@@ -92,8 +92,8 @@ class ConvNormAct(nn.Sequential):
 class MultiHeadSelfAttention(nn.Module):
     """Multi-head self-attention on token sequences ``(B, N, C)``.
 
-    Uses ``scaled_dot_product_attention`` (fused kernels on CPU and GPU); ``torch.utils.flop_counter`` counts its two
-    matrix products, so reported FLOPs include attention.
+    Uses ``scaled_dot_product_attention`` (fused kernels on CPU and GPU). ``torch.utils.flop_counter`` has no formula
+    for its CPU kernel; ``nnunet_lite.profiling.count_flops`` adds one, so reported FLOPs include attention.
     """
 
     def __init__(self, dim: int, heads: int, dim_head: int, qkv_bias: bool = False) -> None:
