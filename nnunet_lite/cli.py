@@ -40,6 +40,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130
+    except BrokenPipeError:  # e.g. `nnunet_lite convert --list | head`
+        sys.stderr.close()
+        return 0
 
 
 if __name__ == "__main__":

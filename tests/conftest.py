@@ -13,11 +13,25 @@ BIN = Path(sys.executable).parent
 # Test-only trainers: short budgets for CPU. They live in their own nnUNet_extTrainer folder, the way a user adds
 # their own subclasses of the nnunet_lite trainers.
 TEST_TRAINERS = """
-from nnunet_lite.trainers import nnUNetTrainerLGMSNet
+from nnunet_lite.trainers import nnUNetTrainerAULUNet, nnUNetTrainerLGMSNet, nnUNetTrainerMedLiteNet
+
+SHORT = {"num_epochs": 3, "num_iterations_per_epoch": 20, "num_val_iterations_per_epoch": 2}
 
 
 class nnUNetTrainerLGMSNet_test(nnUNetTrainerLGMSNet):
-    hyperparameters = {"num_epochs": 3, "num_iterations_per_epoch": 20, "num_val_iterations_per_epoch": 3}
+    hyperparameters = SHORT
+
+
+class nnUNetTrainerAULUNet_test(nnUNetTrainerAULUNet):
+    hyperparameters = SHORT
+
+
+class nnUNetTrainerMedLiteNet_test(nnUNetTrainerMedLiteNet):
+    hyperparameters = SHORT
+
+
+class nnUNetTrainerLGMSNet_test3d(nnUNetTrainerLGMSNet):
+    hyperparameters = {"num_epochs": 2, "num_iterations_per_epoch": 4, "num_val_iterations_per_epoch": 1}
 """
 
 

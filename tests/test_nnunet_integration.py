@@ -1,4 +1,4 @@
-"""The real nnU-Net commands, end to end on CPU, with tiny synthetic datasets (marked slow: ~5 minutes)."""
+"""The real nnU-Net commands, end to end on CPU, with tiny synthetic datasets (marked slow: a few minutes)."""
 
 import json
 import os
@@ -7,6 +7,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import SimpleITK as sitk
 import torch
 from PIL import Image
 
@@ -16,12 +17,13 @@ from .conftest import run_cli
 
 pytestmark = pytest.mark.slow
 
-TRAINER = "nnUNetTrainerLGMSNet_test"
+TRAINERS_2D = ("nnUNetTrainerLGMSNet_test", "nnUNetTrainerAULUNet_test", "nnUNetTrainerMedLiteNet_test")
+LGMSNET = TRAINERS_2D[0]
+FAST_PREDICT = ("-device", "cpu", "-npp", "1", "-nps", "1")
 
 
 def dice(pred: np.ndarray, ref: np.ndarray) -> float:
-    inter = np.logical_and(pred, ref).sum()
-    return 2 * inter / max(1, pred.sum() + ref.sum())
+    return 2 * np.logical_and(pred, ref).sum() / max(1, pred.sum() + ref.sum())
 
 
 @pytest.fixture(scope="module")
@@ -35,43 +37,26 @@ def lesions_2d(nnunet_env):
 
 @pytest.fixture(scope="module")
 def trained_2d(lesions_2d):
-    run_cli("nnUNetv2_train", "901", "2d", "0", "-tr", TRAINER, "-device", "cpu")
-    return Path(os.environ["nnUNet_results"]) / lesions_2d.name / f"{TRAINER}__nnUNetPlans__2d"
+    """Each lite network trained on fold 0 with nnUNetv2_train (3 epochs x 20 iterations), validation npz kept."""
+    folders = {}
+    for trainer in TRAINERS_2D:
+        run_cli("nnUNetv2_train", "901", "2d", "0", "-tr", trainer, "-device", "cpu", "--npz")
+        folders[trainer] = Path(os.environ["nnUNet_results"]) / lesions_2d.name / f"{trainer}__nnUNetPlans__2d"
+    return folders
 
 
-def test_training_writes_nnunet_results_and_learns(trained_2d):
-    fold = trained_2d / "fold_0"
+@pytest.mark.parametrize("trainer", TRAINERS_2D)
+def test_training_writes_nnunet_results_and_learns(trained_2d, trainer):
+    fold = trained_2d[trainer] / "fold_0"
     for name in ("checkpoint_final.pth", "checkpoint_best.pth", "progress.png", "debug.json"):
         assert (fold / name).is_file(), name
     checkpoint = torch.load(fold / "checkpoint_final.pth", map_location="cpu", weights_only=False)
-    assert checkpoint["trainer_name"] == TRAINER
-    assert checkpoint["current_epoch"] == 3
+    assert checkpoint["trainer_name"] == trainer and checkpoint["current_epoch"] == 3
     losses = checkpoint["logging"]["train_losses"]
     assert losses[-1] < losses[0], f"training loss did not decrease: {losses}"
     summary = json.loads((fold / "validation" / "summary.json").read_text())
     assert summary["foreground_mean"]["Dice"] > 0.5, summary["foreground_mean"]
-
-
-def test_resume_with_c_continues_an_interrupted_training(trained_2d):
-    fold = trained_2d / "fold_0"
-    # Simulate a run interrupted after epoch 1: only checkpoint_latest.pth with one logged epoch is left.
-    checkpoint = torch.load(fold / "checkpoint_final.pth", map_location="cpu", weights_only=False)
-    checkpoint["current_epoch"] = 1
-    checkpoint["logging"] = {k: v[:1] for k, v in checkpoint["logging"].items()}
-    torch.save(checkpoint, fold / "checkpoint_latest.pth")
-    (fold / "checkpoint_final.pth").unlink()
-    out = run_cli("nnUNetv2_train", "901", "2d", "0", "-tr", TRAINER, "-device", "cpu", "--c").stdout
-    assert "Epoch 1\n" in out and "Epoch 2\n" in out and "Epoch 0\n" not in out
-    resumed = torch.load(fold / "checkpoint_final.pth", map_location="cpu", weights_only=False)
-    assert resumed["current_epoch"] == 3 and len(resumed["logging"]["train_losses"]) == 3
-
-
-def test_validation_only_with_npz(trained_2d):
-    shutil.rmtree(trained_2d / "fold_0" / "validation")
-    run_cli("nnUNetv2_train", "901", "2d", "0", "-tr", TRAINER, "-device", "cpu", "--val", "--npz")
-    validation = trained_2d / "fold_0" / "validation"
-    assert (validation / "summary.json").is_file()
-    assert len(list(validation.glob("*.npz"))) == len(list(validation.glob("*.png"))) > 0
+    assert len(list((fold / "validation").glob("*.npz"))) == len(summary["metric_per_case"])
 
 
 def test_predict_and_evaluate_test_cases(trained_2d, lesions_2d, tmp_path):
@@ -87,15 +72,10 @@ def test_predict_and_evaluate_test_cases(trained_2d, lesions_2d, tmp_path):
         "-c",
         "2d",
         "-tr",
-        TRAINER,
+        LGMSNET,
         "-f",
         "0",
-        "-device",
-        "cpu",
-        "-npp",
-        "0",
-        "-nps",
-        "0",
+        *FAST_PREDICT,
     )
     scores = []
     for ref_file in sorted((lesions_2d / "labelsTs").glob("*.png")):
@@ -104,14 +84,15 @@ def test_predict_and_evaluate_test_cases(trained_2d, lesions_2d, tmp_path):
         scores.append(dice(pred == 1, np.asarray(Image.open(ref_file)) == 1))
     assert len(scores) == 4 and np.mean(scores) > 0.5, scores
 
+    folder = trained_2d[LGMSNET]
     run_cli(
         "nnUNetv2_evaluate_folder",
         str(lesions_2d / "labelsTs"),
         str(out),
         "-djfile",
-        str(trained_2d / "dataset.json"),
+        str(folder / "dataset.json"),
         "-pfile",
-        str(trained_2d / "plans.json"),
+        str(folder / "plans.json"),
         "-np",
         "1",
     )
@@ -128,47 +109,77 @@ def test_predict_from_modelfolder(trained_2d, lesions_2d, tmp_path):
         "-o",
         str(out),
         "-m",
-        str(trained_2d),
+        str(trained_2d["nnUNetTrainerMedLiteNet_test"]),
         "-f",
         "0",
-        "-device",
-        "cpu",
-        "-npp",
-        "0",
-        "-nps",
-        "0",
+        *FAST_PREDICT,
     )
     assert len(list(out.glob("*.png"))) == 4
 
 
-def test_find_best_configuration(trained_2d):
-    run_cli(
-        "nnUNetv2_find_best_configuration",
-        "901",
-        "-c",
-        "2d",
-        "-tr",
-        TRAINER,
-        "-f",
-        "0",
-        "--disable_ensembling",
-        "-np",
-        "1",
-    )
-    info = json.loads((trained_2d.parent / "inference_information.json").read_text())
-    assert info["best_model_or_ensemble"]["selected_model_or_models"][0]["trainer"] == TRAINER
+def test_find_best_configuration_and_ensemble(trained_2d, lesions_2d, tmp_path):
+    run_cli("nnUNetv2_find_best_configuration", "901", "-c", "2d", "-tr", *TRAINERS_2D, "-f", "0", "-np", "1")
+    info = json.loads((trained_2d[LGMSNET].parent / "inference_information.json").read_text())
+    considered = {model["trainer"] for model in info["best_model_or_ensemble"]["selected_model_or_models"]}
+    assert considered <= set(TRAINERS_2D)
+    assert any("ensemble" in key for key in info["all_results"]), "no ensemble was evaluated"
+
+    # the ensemble a user would build for the test set, with nnU-Net's own commands
+    folders = []
+    for trainer in TRAINERS_2D[:2]:
+        out = tmp_path / trainer
+        run_cli(
+            "nnUNetv2_predict",
+            "-i",
+            str(lesions_2d / "imagesTs"),
+            "-o",
+            str(out),
+            "-d",
+            "901",
+            "-c",
+            "2d",
+            "-tr",
+            trainer,
+            "-f",
+            "0",
+            "--save_probabilities",
+            *FAST_PREDICT,
+        )
+        folders.append(str(out))
+    run_cli("nnUNetv2_ensemble", "-i", *folders, "-o", str(tmp_path / "ensemble"), "-np", "1")
+    assert len(list((tmp_path / "ensemble").glob("*.png"))) == 4
 
 
-@pytest.mark.parametrize("regions", [False, True], ids=["labels", "regions"])
-def test_3d_fullres_anisotropic_train_and_predict(nnunet_env, regions, tmp_path):
-    dataset_id = 903 if regions else 902
+def test_resume_with_c_continues_an_interrupted_training(trained_2d):
+    fold = trained_2d[LGMSNET] / "fold_0"
+    # Simulate a run interrupted after epoch 2: only checkpoint_latest.pth with two logged epochs is left.
+    checkpoint = torch.load(fold / "checkpoint_final.pth", map_location="cpu", weights_only=False)
+    checkpoint["current_epoch"] = 2
+    checkpoint["logging"] = {k: v[:2] for k, v in checkpoint["logging"].items()}
+    torch.save(checkpoint, fold / "checkpoint_latest.pth")
+    (fold / "checkpoint_final.pth").unlink()
+    out = run_cli("nnUNetv2_train", "901", "2d", "0", "-tr", LGMSNET, "-device", "cpu", "--c").stdout
+    assert "Epoch 2\n" in out and "Epoch 0\n" not in out and "Epoch 1\n" not in out
+    resumed = torch.load(fold / "checkpoint_final.pth", map_location="cpu", weights_only=False)
+    assert resumed["current_epoch"] == 3 and len(resumed["logging"]["train_losses"]) == 3
+
+
+def test_validation_only(trained_2d):
+    validation = trained_2d[LGMSNET] / "fold_0" / "validation"
+    shutil.rmtree(validation)
+    run_cli("nnUNetv2_train", "901", "2d", "0", "-tr", LGMSNET, "-device", "cpu", "--val")
+    assert json.loads((validation / "summary.json").read_text())["foreground_mean"]["Dice"] > 0.5
+
+
+def test_3d_fullres_anisotropic_regions_train_and_predict(nnunet_env, tmp_path):
+    """KiTS-style nested regions (sigmoid heads) on an anisotropic 3D plan."""
     raw = make_organ_dataset_3d(
-        Path(os.environ["nnUNet_raw"]), dataset_id, num_train=5, num_test=1, regions=regions, seed=dataset_id
+        Path(os.environ["nnUNet_raw"]), 902, num_train=5, num_test=1, shape=(16, 40, 40), regions=True, seed=2
     )
     run_cli(
         "nnUNetv2_plan_and_preprocess",
         "-d",
-        str(dataset_id),
+        "902",
         "-c",
         "3d_fullres",
         "-np",
@@ -181,7 +192,18 @@ def test_3d_fullres_anisotropic_train_and_predict(nnunet_env, regions, tmp_path)
     strides = plans["configurations"]["3d_fullres"]["architecture"]["arch_kwargs"]["strides"]
     assert strides[1][0] == 1 and strides[1][1] == 2, f"expected an anisotropic plan, got {strides}"
 
-    run_cli("nnUNetv2_train", str(dataset_id), "3d_fullres", "0", "-tr", TRAINER, "-device", "cpu")
+    trainer = "nnUNetTrainerLGMSNet_test3d"
+    run_cli("nnUNetv2_train", "902", "3d_fullres", "0", "-tr", trainer, "-device", "cpu")
+    checkpoint = torch.load(
+        Path(os.environ["nnUNet_results"])
+        / raw.name
+        / f"{trainer}__nnUNetPlans__3d_fullres"
+        / "fold_0"
+        / "checkpoint_final.pth",
+        map_location="cpu",
+        weights_only=False,
+    )
+    assert checkpoint["network_weights"]["seg_layers.weight"].shape[0] == 2  # one sigmoid head per region
     out = tmp_path / "pred3d"
     run_cli(
         "nnUNetv2_predict",
@@ -190,25 +212,16 @@ def test_3d_fullres_anisotropic_train_and_predict(nnunet_env, regions, tmp_path)
         "-o",
         str(out),
         "-d",
-        str(dataset_id),
+        "902",
         "-c",
         "3d_fullres",
         "-tr",
-        TRAINER,
+        trainer,
         "-f",
         "0",
-        "-device",
-        "cpu",
-        "-npp",
-        "0",
-        "-nps",
-        "0",
+        *FAST_PREDICT,
     )
-    predictions = list(out.glob("*.nii.gz"))
-    assert len(predictions) == 1
-    import SimpleITK as sitk
-
-    pred = sitk.ReadImage(str(predictions[0]))
-    ref = sitk.ReadImage(str(raw / "labelsTs" / predictions[0].name))
+    (prediction,) = out.glob("*.nii.gz")
+    pred, ref = sitk.ReadImage(str(prediction)), sitk.ReadImage(str(raw / "labelsTs" / prediction.name))
     assert pred.GetSize() == ref.GetSize() and pred.GetSpacing() == pytest.approx(ref.GetSpacing())
     assert set(np.unique(sitk.GetArrayFromImage(pred))) <= {0, 1, 2}

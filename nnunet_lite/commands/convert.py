@@ -137,8 +137,16 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
         sub = datasets.add_parser(
             name,
             help=f"{spec.title} (default ID {spec.default_id})",
-            description=f"{spec.title}.\n\nExpected layout: {spec.layout}\nSource: {spec.source}\n"
-            f"Licence: {spec.license}",
+            description="\n".join(
+                textwrap.fill(text, width=100, subsequent_indent="  ")
+                for text in (
+                    f"{spec.title}.",
+                    "",
+                    f"Expected layout: {spec.layout}",
+                    f"Source: {spec.source}",
+                    f"Licence: {spec.license}",
+                )
+            ),
             formatter_class=argparse.RawDescriptionHelpFormatter,
         )
         _add_common(sub, name, splits)

@@ -157,8 +157,13 @@ def atomic_dataset_folder(output_root: Path, folder_name: str, dataset_id: int, 
         if target.exists():
             old = Path(tempfile.mkdtemp(prefix=f".{folder_name}.", suffix=".old", dir=output_root))
             os.replace(target, old / "dataset")
-            os.replace(tmp, target)
-            shutil.rmtree(old, ignore_errors=True)
+            try:
+                os.replace(tmp, target)
+            except BaseException:
+                os.replace(old / "dataset", target)  # put the previous dataset back
+                raise
+            finally:
+                shutil.rmtree(old, ignore_errors=True)
         else:
             os.replace(tmp, target)
     except BaseException:
@@ -282,7 +287,10 @@ def find_folders(source: Path, names: dict[str, Sequence[str]], max_depth: int =
                 source,
                 hint="pass the folder that contains only the copy you want to convert as SOURCE",
             )
-        result[key] = matches[0] if matches else None
+        found = matches[0] if matches else None
+        while found is not None and (inner := child_dir(found, found.name)) is not None:  # X/X/ beyond max_depth
+            found = inner
+        result[key] = found
     return result
 
 
@@ -487,7 +495,7 @@ def load_split_file(
     if path.is_file() and path.suffix.lower() == ".json":
         try:
             raw = json.loads(path.read_text(encoding="utf-8-sig"))
-            folds_raw = [(path, list(f["train"]), list(f["val"])) for f in raw]
+            folds_raw = [(path, path, list(f["train"]), list(f["val"])) for f in raw]
         except (ValueError, KeyError, TypeError) as e:
             raise ConversionError(
                 f"not an nnU-Net splits file ({e})", path, hint='expected [{"train": [...], "val": [...]}, ...]'
@@ -507,7 +515,7 @@ def load_split_file(
             pairs = [pair for pair in _split_list_pairs(path.parent) if path in pair]
             if not pairs:
                 raise ConversionError(f"no matching {'val' if key == 'train' else 'train'} list next to it", path)
-        folds_raw = [(tr, read_id_list(tr), read_id_list(va)) for tr, va in pairs]
+        folds_raw = [(tr, va, read_id_list(tr), read_id_list(va)) for tr, va in pairs]
 
     def resolve(token: str) -> str | None:
         for candidate in [token] + re.split(r"[\s,;]+", token):
@@ -517,15 +525,15 @@ def load_split_file(
         return to_case_id(token)
 
     folds = []
-    for src, train, val in folds_raw:
+    for train_src, val_src, train, val in folds_raw:
         fold = {}
-        for key, tokens in (("train", train), ("val", val)):
+        for key, tokens, src in (("train", train, train_src), ("val", val, val_src)):
             ids = [resolve(str(t)) for t in tokens]
             unknown = [str(t) for t, cid in zip(tokens, ids, strict=True) if cid is None or cid not in known]
             if unknown:
                 raise ConversionError(
-                    f"{len(unknown)} of {len(tokens)} IDs in the {key} list are not cases of this dataset, "
-                    f"e.g. {', '.join(repr(u) for u in unknown[:3])}",
+                    f"{len(unknown)} of {len(tokens)} IDs in the {key} list are not among the {len(known)} cases "
+                    f"found in SOURCE, e.g. {', '.join(repr(u) for u in unknown[:3])}",
                     src,
                     hint="the split lists must belong to this dataset, and SOURCE must hold all cases they name",
                 )
@@ -568,12 +576,17 @@ SPLITS_DIR = Path(__file__).resolve().parent / "splits"
 NNUNET_SPLIT = "nnunet"
 
 
-def check_split_args(split: str, split_file: str | os.PathLike | None, choices: Iterable[str]) -> None:
-    """``split`` must be one of ``choices``; ``split_file`` only goes with the default ``nnunet``."""
+def check_split_args(
+    split: str,
+    split_file: str | os.PathLike | None,
+    choices: Iterable[str],
+    with_file: Iterable[str] = (NNUNET_SPLIT,),
+) -> None:
+    """``split`` must be one of ``choices``; ``split_file`` only goes with the splits in ``with_file``."""
     choices = list(choices)
     if split not in choices:
         raise ConversionError(f"unknown split {split!r} for this dataset; choose one of: {', '.join(choices)}")
-    if split_file is not None and split != NNUNET_SPLIT:
+    if split_file is not None and split not in with_file:
         raise ConversionError(f"--split {split} and --split-file exclude each other; pass one of them")
 
 
@@ -590,18 +603,30 @@ def write_splits(folder: Path, splits: Sequence[dict[str, list[str]]]) -> Path:
 
 
 def _read_tiff(path: Path) -> np.ndarray:
+    import logging
+
     import tifffile
 
+    logger = logging.getLogger("tifffile")
+    level = logger.level
+    logger.setLevel(logging.CRITICAL)  # tifffile logs broken headers and returns nothing; we raise instead
     try:
-        arr = tifffile.imread(path, key=0)
+        with tifffile.TiffFile(path) as tif:
+            if not tif.pages:
+                raise ValueError("no image in the file")
+            arr = tif.pages[0].asarray()
     except Exception as e:  # tifffile raises TiffFileError, ValueError, KeyError, ... on broken files
         raise ConversionError(
             f"cannot read TIFF ({type(e).__name__}: {e})",
             path,
             hint="the file is damaged or not a TIFF; re-download it",
         ) from e
+    finally:
+        logger.setLevel(level)
     if arr.ndim == 3 and arr.shape[0] in (3, 4) and arr.shape[-1] not in (3, 4):  # planar configuration
         arr = np.moveaxis(arr, 0, -1)
+    if arr.size == 0:
+        raise ConversionError("cannot read TIFF (empty image)", path, hint="the file is damaged; re-download it")
     return np.ascontiguousarray(arr)
 
 

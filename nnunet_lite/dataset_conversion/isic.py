@@ -5,7 +5,7 @@ Only ``ISIC_<digits>.jpg`` inputs and ``ISIC_<digits>_segmentation.png`` masks a
 ``LICENSE.txt``, ``ATTRIBUTION.txt``, ``*_superpixels.png`` and the metadata CSVs are skipped. The official training set
 goes to imagesTr. The validation and test sets (each only if its ground-truth folder is present) go to
 imagesTs/labelsTs, listed in ``test_sets.json``; ``split="official"`` moves the validation set into imagesTr instead and
-writes it as fold 0 of ``splits_final.json``.
+writes it as fold 0 of ``splits_final.json``; ``"trainval"`` and ``"all"`` pool sets into imagesTr without a split.
 """
 
 from __future__ import annotations
@@ -36,6 +36,16 @@ SPLITS = {
     NNUNET_SPLIT: "training set in imagesTr (nnU-Net's 5 folds); validation and test sets in imagesTs/labelsTs",
     "official": "training + validation sets in imagesTr, splits_final.json = 1 fold (train / official validation); "
     "test set in imagesTs/labelsTs",
+    "trainval": "training + validation sets in imagesTr (nnU-Net's 5 folds, or --split-file), e.g. for the 7:3 "
+    "splits of EGE-UNet/MALUNet over 2150 / 2694 images; test set in imagesTs/labelsTs",
+    "all": "training, validation and test sets all in imagesTr (nnU-Net's 5 folds, or --split-file)",
+}
+# where each official set goes, per --split
+_PLACEMENT = {
+    NNUNET_SPLIT: {"training": "Tr", "validation": "Ts", "test": "Ts"},
+    "official": {"training": "Tr", "validation": "Tr", "test": "Ts"},
+    "trainval": {"training": "Tr", "validation": "Tr", "test": "Ts"},
+    "all": {"training": "Tr", "validation": "Tr", "test": "Tr"},
 }
 
 # (part, input folder, ground-truth folder), as in the official zips
@@ -106,7 +116,7 @@ def _convert_isic(
     verbose: bool,
 ) -> Path:
     source = require_source(source)
-    check_split_args(split, split_file, SPLITS)
+    check_split_args(split, split_file, SPLITS, with_file=(NNUNET_SPLIT, "trainval", "all"))
     sets = _SETS[name]
     wanted: dict[str, tuple[str, ...]] = {}
     labels: dict[str, str] = {}
@@ -143,7 +153,7 @@ def _convert_isic(
             )
         masks = {k: [v] for k, v in _list(gt_dir, MASK_RE, report).items()}
         pairs = pair_files(images, masks, image_dir, gt_dir, lambda p: f"{p.stem}_segmentation.png")
-        subset = "Tr" if part == "training" or (part == "validation" and split == "official") else "Ts"
+        subset = _PLACEMENT[split][part]
         cases += [Case2D(cid, image, ms, subset=subset, part=part) for cid, image, ms in pairs]
         report.notes.append(f"{part} set from {image_dir.name} + {gt_dir.name}")
 
@@ -201,9 +211,10 @@ def convert_isic2018(
         source: folder holding ``ISIC2018_Task1-2_Training_Input`` and ``ISIC2018_Task1_Training_GroundTruth``
             (optionally the Validation/Test pairs), directly or a few levels down.
         dataset_id: nnU-Net dataset ID.
-        split: "nnunet" (default) or "official", see ``SPLITS``.
-        split_file: published split lists over the training set (e.g. LGMSNet's ``isic18_{train,val}{1,2,3}.txt``
-            folder), or an nnU-Net ``splits_final.json``.
+        split: "nnunet" (default), "official", "trainval" or "all": where the official validation and test sets go,
+            see ``SPLITS``.
+        split_file: published split lists over the cases in imagesTr (e.g. LGMSNet's
+            ``isic18_{train,val}{1,2,3}.txt`` folder), or an nnU-Net ``splits_final.json``.
         resize: resize to ``resize`` x ``resize`` (images bilinear, masks nearest); None keeps native resolution.
         mask_threshold: None requires binary masks (the official ones are 0/255); an int thresholds instead.
         overwrite: replace an existing dataset folder.
@@ -251,8 +262,9 @@ def convert_isic2017(
         source: folder holding ``ISIC-2017_Training_Data`` and ``ISIC-2017_Training_Part1_GroundTruth`` (optionally
             the Validation and Test_v2 pairs), directly or a few levels down.
         dataset_id: nnU-Net dataset ID.
-        split: "nnunet" (default) or "official", see ``SPLITS``.
-        split_file: published split lists over the training set, or an nnU-Net ``splits_final.json``.
+        split: "nnunet" (default), "official", "trainval" or "all": where the official validation and test sets go,
+            see ``SPLITS``.
+        split_file: published split lists over the cases in imagesTr, or an nnU-Net ``splits_final.json``.
         resize: resize to ``resize`` x ``resize`` (images bilinear, masks nearest); None keeps native resolution.
         mask_threshold: None requires binary masks (the official ones are 0/255); an int thresholds instead.
         overwrite: replace an existing dataset folder.
