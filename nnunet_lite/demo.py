@@ -17,7 +17,7 @@ from pathlib import Path
 
 DEMO_DATASET_ID = 990
 DEMO_MARKER = ".nnunet_lite_demo"
-DEFAULT_TRAINERS = ("nnUNetTrainerLGMSNet", "nnUNetTrainer")
+DEFAULT_TRAINERS = ("nnUNetTrainerLGMSNet", "nnUNetTrainerMedLiteNet", "nnUNetTrainerAULUNet", "nnUNetTrainer")
 
 
 @dataclass

@@ -140,3 +140,15 @@ def test_cli_env_and_help(capsys):
     assert capsys.readouterr().out.strip() == export_line()
     assert main([]) == 2
     assert Path(SHIM_FOLDER).is_dir()
+
+
+def test_trainer_classes_reach_spawned_workers(monkeypatch):
+    """Data-loader workers on macOS/Windows (spawn) and Linux with Python >= 3.14 (forkserver) unpickle classes."""
+    import multiprocessing
+
+    monkeypatch.setenv("nnUNet_extTrainer", str(SHIM_FOLDER))
+    cls = recursive_find_trainer_class_by_name("nnUNetTrainerLGMSNet_5epochs")
+    with multiprocessing.get_context("spawn").Pool(1) as pool:
+        # repr runs in the child on the unpickled class (a builtin, so the child does not import this test module)
+        shown = pool.apply(repr, (cls,))
+    assert shown == "<class 'nnunet_lite.trainers.nnUNetTrainerLGMSNet.nnUNetTrainerLGMSNet_5epochs'>"
