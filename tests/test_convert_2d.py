@@ -391,7 +391,7 @@ def test_cli_list_and_registry(capsys):
     text = capsys.readouterr().out
     for name, spec in DATASETS.items():
         assert f"{name} " in text and f"Dataset{spec.default_id:03d}_{spec.folder_name}" in text
-    assert len(set(DEFAULT_IDS.values())) == len(DEFAULT_IDS) == 8
+    assert len(set(DEFAULT_IDS.values())) == len(DEFAULT_IDS) == len(DATASETS)
     assert main(["convert"]) == 2
 
 

@@ -31,8 +31,12 @@ def format_list() -> str:
             lines.extend(wrapped)
         lines.append("")
     lines.append(
-        "All datasets: images as 3-channel PNG (grey sources replicated) with channel names rgb_to_0_1, labels "
+        "2D datasets: images as 3-channel PNG (grey sources replicated) with channel names rgb_to_0_1, labels "
         "background 0 / foreground 1."
+    )
+    lines.append(
+        "3D datasets (btcv, kits23): NIfTI volumes copied unchanged (never resampled), channel CT; KiTS23 with "
+        "nnU-Net's region-based labels."
     )
     return "\n".join(lines)
 
@@ -57,6 +61,7 @@ def run(args: argparse.Namespace) -> int:
 
 def _add_common(parser: argparse.ArgumentParser, name: str, splits: dict[str, str]) -> None:
     spec = DATASETS[name]
+    params = inspect.signature(get_converter(name)).parameters  # 3D converters take no --resize/--mask-threshold
     parser.add_argument(
         "source",
         metavar="SOURCE",
@@ -72,12 +77,13 @@ def _add_common(parser: argparse.ArgumentParser, name: str, splits: dict[str, st
         metavar="ID",
         help=f"nnU-Net dataset ID (default {spec.default_id}: {dataset_folder(name)})",
     )
-    parser.add_argument(
-        "--resize",
-        type=int,
-        metavar="N",
-        help="resize to NxN as the papers do (images bilinear, masks nearest); default: native resolution",
-    )
+    if "resize" in params:
+        parser.add_argument(
+            "--resize",
+            type=int,
+            metavar="N",
+            help="resize to NxN as the papers do (images bilinear, masks nearest); default: native resolution",
+        )
     parser.add_argument(
         "--split",
         choices=list(splits),
@@ -92,15 +98,16 @@ def _add_common(parser: argparse.ArgumentParser, name: str, splits: dict[str, st
         help="published split lists: a folder of <x>train<k>.txt + <x>val<k>.txt (or train.txt + val.txt), one of "
         "those files, or an nnU-Net splits_final.json; written as splits_final.json",
     )
-    parser.add_argument(
-        "--mask-threshold",
-        dest="mask_threshold",
-        type=int,
-        metavar="T",
-        default=argparse.SUPPRESS,
-        help="treat mask values > T as foreground instead of requiring binary masks "
-        "(default: 127 for kvasir and cvc-clinicdb, binary masks required otherwise)",
-    )
+    if "mask_threshold" in params:
+        parser.add_argument(
+            "--mask-threshold",
+            dest="mask_threshold",
+            type=int,
+            metavar="T",
+            default=argparse.SUPPRESS,
+            help="treat mask values > T as foreground instead of requiring binary masks "
+            "(default: 127 for kvasir and cvc-clinicdb, binary masks required otherwise)",
+        )
     parser.add_argument("--overwrite", action="store_true", help="replace an existing dataset folder")
     parser.add_argument(
         "--num-workers",
@@ -123,7 +130,8 @@ def _add_common(parser: argparse.ArgumentParser, name: str, splits: dict[str, st
 def add_parser(subparsers: argparse._SubParsersAction) -> None:
     parser = subparsers.add_parser(
         "convert",
-        help="convert a dataset as distributed (ISIC, BUSI, Kvasir-SEG, PH2, CVC-ClinicDB, BUS-B, TN-SCUI) to nnU-Net",
+        help="convert a dataset as distributed (ISIC, BUSI, Kvasir-SEG, PH2, CVC-ClinicDB, BUS-B, TN-SCUI, BTCV, "
+        "KiTS23) to nnU-Net",
         description="Converts a dataset as its authors distribute it into $nnUNet_raw/DatasetXXX_Name, ready for "
         "nnUNetv2_plan_and_preprocess --verify_dataset_integrity. The folder is built in a temporary folder and "
         "renamed at the end: on any error nothing is left behind. See --list for the datasets.",

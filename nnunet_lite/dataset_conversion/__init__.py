@@ -24,6 +24,8 @@ DEFAULT_IDS: dict[str, int] = {
     "ph2": 511,
     "cvc-clinicdb": 512,
     "bus-b": 513,
+    "btcv": 520,
+    "kits23": 521,
 }
 
 
@@ -148,6 +150,29 @@ DATASETS: dict[str, DatasetSpec] = {
             source="on request from the authors (Yap et al., Manchester Metropolitan University)",
             license="research only, on request; no redistribution",
             role="zero-shot",
+        ),
+        DatasetSpec(
+            name="btcv",
+            module="btcv",
+            folder_name="BTCV",
+            title="BTCV / Synapse multi-organ abdominal CT, 13 organs (Landman et al., MICCAI 2015 Beyond the "
+            "Cranial Vault challenge), 3D",
+            layout="RawData/Training/img/img0001.nii.gz + RawData/Training/label/label0001.nii.gz; optional "
+            "RawData/Test/img/img0061.nii.gz",
+            source="https://www.synapse.org/#!Synapse:syn3193805 (Synapse registration; Abdomen/RawData)",
+            license="challenge terms on Synapse (registration required; no redistribution)",
+            role="train",
+        ),
+        DatasetSpec(
+            name="kits23",
+            module="kits23",
+            folder_name="KiTS23",
+            title="KiTS23 kidney, tumour and cyst CT (Heller et al., KiTS 2023 challenge), 3D, region-based",
+            layout="dataset/case_00000/{imaging.nii.gz, segmentation.nii.gz} (github.com/neheller/kits23 after "
+            "kits23_download_data)",
+            source="https://github.com/neheller/kits23 (segmentations in git; imaging via kits23_download_data)",
+            license="CC BY-NC-SA 4.0 (data); cite Heller et al.",
+            role="train",
         ),
     )
 }

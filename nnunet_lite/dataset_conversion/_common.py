@@ -12,6 +12,10 @@ Dimension-agnostic parts (usable by 3D converters too):
 
 2D parts: :class:`Case2D`, :func:`load_image_array`, :func:`binarize_mask`, :func:`convert_case_2d` and the driver
 :func:`convert_2d_dataset` that all 2D converters end with.
+
+3D parts (NIfTI): :class:`Case3D`, :func:`read_nifti_header`, :func:`check_nifti_complete`, :func:`copy_nifti`
+(lossless), :func:`read_geometry` and :func:`geometry_mismatch` (SimpleITK), :func:`convert_case_3d` and the driver
+:func:`convert_3d_dataset` that the 3D converters end with.
 """
 
 from __future__ import annotations
@@ -1033,6 +1037,603 @@ def format_summary(
     if splits is not None:
         sizes = ", ".join(f"{len(f['train'])}/{len(f['val'])}" for f in splits)
         lines.append(f"  splits_final.json: {len(splits)} fold(s), train/val {sizes}")
+    else:
+        lines.append("  splits: none written; nnU-Net makes 5 random folds (seed 12345) when training")
+    for note in report.notes:
+        lines.append(f"  note: {note}")
+    for warning in report.warnings:
+        lines.append(f"  warning: {warning}")
+    return "\n".join(lines)
+
+
+# --------------------------------------------------------------------------------------------------------------------
+# 3D parts (NIfTI volumes): checked, copied losslessly, never resampled
+# --------------------------------------------------------------------------------------------------------------------
+
+FILE_ENDING_NIFTI = ".nii.gz"
+NIFTI_SUFFIXES = (".nii.gz", ".nii")
+CHANNELS_CT: dict[str, str] = {"0": "CT"}  # nnU-Net's CT normalisation (dataset-wide percentile clip + z-score)
+# How far image and label headers may differ and still be "the same grid". Spacing uses nnU-Net's own test
+# (np.allclose defaults, an error in verify_dataset_integrity); origin and direction, which nnU-Net only warns about,
+# get a tolerance for float32 header round-off (1 micrometre, 1e-4 in the direction cosines).
+SPACING_RTOL, SPACING_ATOL = 1e-5, 1e-8
+ORIGIN_ATOL_MM = 1e-3
+DIRECTION_ATOL = 1e-4
+_GZIP_MAGIC = b"\x1f\x8b"
+
+
+def nifti_stem(name: str) -> str | None:
+    """``"img0001.nii.gz"`` -> ``"img0001"`` (any case of the suffix); None if the name is not a NIfTI file."""
+    lower = name.lower()
+    for suffix in NIFTI_SUFFIXES:
+        if lower.endswith(suffix) and len(name) > len(suffix):
+            return name[: -len(suffix)]
+    return None
+
+
+def _is_gzip(path: Path) -> bool:
+    with open(path, "rb") as f:
+        return f.read(2) == _GZIP_MAGIC
+
+
+@dataclass(frozen=True)
+class NiftiHeader:
+    """The fields of a NIfTI-1/2 header that decide how many bytes the volume has."""
+
+    ndim: int
+    shape: tuple[int, ...]
+    bitpix: int
+    vox_offset: int
+
+    @property
+    def expected_bytes(self) -> int:
+        """Length of the uncompressed single-file (``.nii``) stream: header, extensions and voxel data."""
+        return self.vox_offset + int(np.prod(self.shape, dtype=np.int64)) * self.bitpix // 8
+
+
+def read_nifti_header(path: Path) -> NiftiHeader:
+    """Parse the size fields of a NIfTI-1 or NIfTI-2 file (gzip-compressed or not, whatever its name says).
+
+    Raises:
+        ConversionError: not a single-file NIfTI (``.nii``/``.nii.gz``), or unreadable.
+    """
+    import gzip
+    import struct
+
+    try:
+        opener = gzip.open if _is_gzip(path) else open
+        with opener(path, "rb") as f:
+            raw = f.read(540)
+    except (OSError, EOFError) as e:
+        raise ConversionError(
+            f"cannot read NIfTI header ({e})", path, hint="replace the file with an intact copy"
+        ) from e
+    for endian in "<>":
+        if len(raw) >= 348 and struct.unpack(endian + "i", raw[:4])[0] == 348 and raw[344:347] == b"n+1":
+            dim = struct.unpack(endian + "8h", raw[40:56])
+            bitpix = struct.unpack(endian + "h", raw[72:74])[0]
+            vox_offset = int(struct.unpack(endian + "f", raw[108:112])[0])
+            break
+        if len(raw) >= 540 and struct.unpack(endian + "i", raw[:4])[0] == 540 and raw[4:7] == b"n+2":
+            dim = struct.unpack(endian + "8q", raw[16:80])
+            bitpix = struct.unpack(endian + "h", raw[14:16])[0]
+            vox_offset = int(struct.unpack(endian + "q", raw[168:176])[0])
+            break
+    else:
+        raise ConversionError(
+            "not a single-file NIfTI-1/2 volume (no 'n+1'/'n+2' header)",
+            path,
+            hint="the file is damaged or in another format; replace it with the original .nii.gz",
+        )
+    ndim = int(dim[0])
+    if not 1 <= ndim <= 7 or bitpix <= 0 or bitpix % 8:
+        raise ConversionError(f"invalid NIfTI header (dim[0]={ndim}, bitpix={bitpix})", path)
+    return NiftiHeader(ndim, tuple(int(d) for d in dim[1 : ndim + 1]), int(bitpix), vox_offset)
+
+
+def check_nifti_complete(path: Path, header: NiftiHeader | None = None) -> None:
+    """Raise if the file holds fewer bytes than its header announces (an interrupted download or copy).
+
+    Cheap for intact ``.nii.gz`` files: the gzip trailer records the uncompressed length, which is compared with the
+    header; only on a mismatch is the stream decompressed to find out (multi-member gzip, trailing bytes).
+    """
+    import gzip
+    import zlib
+
+    header = header or read_nifti_header(path)
+    expected = header.expected_bytes
+    hint = "the file is incomplete (interrupted download or copy?); download it again"
+    size = path.stat().st_size
+    if not _is_gzip(path):
+        if size < expected:
+            raise ConversionError(f"truncated: {size} bytes, the header announces {expected}", path, hint=hint)
+        return
+    with open(path, "rb") as f:
+        f.seek(max(0, size - 4))
+        trailer = f.read(4)
+    if size >= 18 and int.from_bytes(trailer, "little") == expected % 2**32:
+        return
+    total = 0
+    try:
+        with gzip.open(path, "rb") as f:
+            while chunk := f.read(1 << 22):
+                total += len(chunk)
+    except (EOFError, OSError, zlib.error) as e:
+        raise ConversionError(f"truncated or corrupt gzip stream ({e})", path, hint=hint) from e
+    if total < expected:
+        raise ConversionError(
+            f"truncated: {total} bytes uncompressed, the header announces {expected}", path, hint=hint
+        )
+
+
+def copy_nifti(src: Path, dst: Path) -> str:
+    """Copy a NIfTI volume to ``dst`` (a ``.nii.gz`` name) without touching header or voxels.
+
+    Returns:
+        "copied" (the file was gzip-compressed already: byte copy) or "compressed" (an uncompressed ``.nii`` was
+        gzip-compressed; the decompressed bytes equal the source, and the gzip stream is deterministic).
+    """
+    import gzip
+
+    if _is_gzip(src):
+        shutil.copyfile(src, dst)
+        return "copied"
+    with open(src, "rb") as fin, open(dst, "wb") as raw, gzip.GzipFile("", "wb", 6, raw, mtime=0) as fout:
+        shutil.copyfileobj(fin, fout, 1 << 22)
+    return "compressed"
+
+
+def orientation_code(direction: Sequence[float]) -> str:
+    """Where each voxel axis points, nibabel style: SimpleITK's row-major 3x3 direction -> e.g. "RAS", "IPL"."""
+    matrix = np.asarray(direction, dtype=float).reshape(3, 3)
+    letters = (("R", "L"), ("A", "P"), ("I", "S"))  # SimpleITK world axes are LPS: +x = L, +y = P, +z = S
+    code = ""
+    for column in matrix.T:
+        axis = int(np.argmax(np.abs(column)))
+        code += letters[axis][int(column[axis] > 0)]
+    return code
+
+
+@dataclass(frozen=True)
+class Geometry:
+    """The voxel grid of a volume as SimpleITK reads it (axes in file order i, j, k)."""
+
+    size: tuple[int, ...]
+    spacing: tuple[float, ...]
+    origin: tuple[float, ...]
+    direction: tuple[float, ...]
+    components: int
+    pixel_type: str
+
+    @property
+    def orientation(self) -> str:
+        return orientation_code(self.direction) if len(self.size) == 3 else "?"
+
+
+def _geometry(source: Any) -> Geometry:
+    """From a ``sitk.Image`` or an ``sitk.ImageFileReader`` after ``ReadImageInformation``."""
+    import SimpleITK as sitk
+
+    return Geometry(
+        size=tuple(int(s) for s in source.GetSize()),
+        spacing=tuple(float(s) for s in source.GetSpacing()),
+        origin=tuple(float(s) for s in source.GetOrigin()),
+        direction=tuple(float(s) for s in source.GetDirection()),
+        components=int(
+            source.GetNumberOfComponentsPerPixel() if isinstance(source, sitk.Image) else source.GetNumberOfComponents()
+        ),
+        pixel_type=sitk.GetPixelIDValueAsString(source.GetPixelID()),
+    )
+
+
+def read_geometry(path: Path) -> Geometry:
+    """The header geometry of a volume, without reading its voxels."""
+    import SimpleITK as sitk
+
+    reader = sitk.ImageFileReader()
+    reader.SetFileName(os.fspath(path))
+    try:
+        reader.ReadImageInformation()
+    except RuntimeError as e:
+        raise ConversionError(
+            f"cannot read volume ({str(e).strip().splitlines()[-1] if str(e).strip() else e})",
+            path,
+            hint="replace the file with an intact copy",
+        ) from e
+    return _geometry(reader)
+
+
+def _fmt(values: Sequence[float], digits: int = 4) -> str:
+    return "(" + ", ".join(f"{v:.{digits}g}" for v in values) + ")"
+
+
+def geometry_mismatch(image: Geometry, label: Geometry) -> str | None:
+    """What differs between two grids (size, spacing, origin, direction), or None if they agree within tolerance."""
+    if image.size != label.size:
+        text = f"size {'x'.join(map(str, label.size))} but the image is {'x'.join(map(str, image.size))}"
+        if sorted(image.size) == sorted(label.size):
+            text += "; the same sizes in another order (a transposed or re-oriented array?)"
+        return text
+    if not np.allclose(label.spacing, image.spacing, rtol=SPACING_RTOL, atol=SPACING_ATOL):
+        return f"spacing {_fmt(label.spacing)} mm but the image has {_fmt(image.spacing)} mm"
+    if not np.allclose(label.origin, image.origin, rtol=0, atol=ORIGIN_ATOL_MM):
+        return f"origin {_fmt(label.origin, 6)} mm but the image has {_fmt(image.origin, 6)} mm"
+    if not np.allclose(label.direction, image.direction, rtol=0, atol=DIRECTION_ATOL):
+        return (
+            f"direction {_fmt(label.direction, 3)} ({label.orientation}) but the image has "
+            f"{_fmt(image.direction, 3)} ({image.orientation})"
+        )
+    return None
+
+
+@dataclass(frozen=True)
+class Case3D:
+    """One volume with its label map (None: an unlabelled test case).
+
+    Attributes:
+        case_id: nnU-Net case identifier.
+        image: the source image (``.nii.gz`` or ``.nii``).
+        label: the source label map, or None.
+        subset: suffix of the output folders: "Tr" (imagesTr/labelsTr), "Ts" (imagesTs/labelsTs), or another suffix
+            for extra held-out sets (e.g. "Ts_challenge" -> imagesTs_challenge).
+        part: the official subset it came from ("training", "test", ...), for the summary and test_sets.json.
+    """
+
+    case_id: str
+    image: Path
+    label: Path | None
+    subset: str = "Tr"
+    part: str = "training"
+
+
+@dataclass(frozen=True)
+class Options3D:
+    """What a label map may contain.
+
+    Attributes:
+        label_values: the allowed voxel values of a label map (0 included).
+        label_hint: what the values mean, for the error message.
+        expected_orientation: stored orientation code the distribution uses (e.g. "IPL"); others are noted.
+    """
+
+    label_values: tuple[int, ...]
+    label_hint: str
+    expected_orientation: str | None = None
+
+
+@dataclass(frozen=True)
+class CaseResult3D:
+    case_id: str
+    subset: str
+    part: str
+    size: tuple[int, ...]  # as stored (i, j, k)
+    spacing: tuple[float, ...]
+    orientation: str
+    pixel_type: str
+    labels_present: tuple[int, ...] | None  # None: no label map
+    written: tuple[str, ...]  # "copied" / "compressed" per file
+    image: str
+
+
+def _label_values(path: Path, options: Options3D, image: Geometry) -> tuple[int, ...]:
+    """The values present in a label map, after checking its grid against the image's and its values."""
+    import SimpleITK as sitk
+
+    try:
+        itk = sitk.ReadImage(os.fspath(path))
+    except RuntimeError as e:
+        raise ConversionError(
+            "cannot read label map (truncated or damaged file?)", path, hint="replace it with an intact copy"
+        ) from e
+    geometry = _geometry(itk)
+    mismatch = geometry_mismatch(image, geometry)
+    if mismatch:
+        raise ConversionError(
+            f"label map does not match its image: {mismatch}",
+            path,
+            hint="image and label must share one voxel grid; check that the label belongs to this image. If it "
+            "does and only the header differs, copy the image's header onto the label (e.g. SimpleITK "
+            "CopyInformation) and convert again",
+        )
+    if geometry.components != 1:
+        raise ConversionError(f"label map has {geometry.components} components per voxel, expected 1", path)
+    arr = sitk.GetArrayViewFromImage(itk)
+    if arr.dtype.kind == "f":
+        if not np.isfinite(arr).all():
+            raise ConversionError("label map contains NaN or infinite values", path, hint="replace it")
+        if not np.array_equal(arr, np.rint(arr)):
+            raise ConversionError(
+                "label map has non-integer values (a resampled or probability map?)",
+                path,
+                hint=f"label maps hold integer labels ({options.label_hint})",
+            )
+    if arr.dtype == np.uint8:
+        values = np.flatnonzero(np.bincount(arr.ravel(), minlength=256))
+    else:
+        values = np.unique(arr)
+    allowed = set(options.label_values)
+    bad = [v for v in values.tolist() if v not in allowed]
+    if bad:
+        count = int(np.isin(arr, bad).sum())
+        shown = ", ".join(f"{v:g}" for v in bad[:8]) + (", ..." if len(bad) > 8 else "")
+        raise ConversionError(
+            f"label values outside {min(allowed)}..{max(allowed)}: {shown} ({count} voxels)",
+            path,
+            hint=f"expected {options.label_hint}; this is not an original label map of the dataset",
+        )
+    return tuple(int(v) for v in values.tolist())
+
+
+def convert_case_3d(job: tuple[Case3D, Path, Options3D]) -> CaseResult3D:
+    """Worker: check one case (complete files, 3D single-channel image, label grid and values) and copy it."""
+    case, out_dir, options = job
+    try:
+        return _convert_case_3d(case, out_dir, options)
+    except ConversionError:
+        raise
+    except Exception as e:  # name the case in anything unexpected
+        raise ConversionError(
+            f"unexpected {type(e).__name__} while converting case {case.case_id}: {e}", case.image
+        ) from e
+
+
+def _convert_case_3d(case: Case3D, out_dir: Path, options: Options3D) -> CaseResult3D:
+    import SimpleITK as sitk
+
+    header = read_nifti_header(case.image)
+    if header.ndim != 3:
+        raise ConversionError(
+            f"expected a 3D volume, found {header.ndim} dimensions {header.shape}",
+            case.image,
+            hint="nnU-Net's NIfTI readers take 3D volumes with one channel",
+        )
+    check_nifti_complete(case.image, header)
+    image = read_geometry(case.image)
+    if image.components != 1:
+        raise ConversionError(f"image has {image.components} components per voxel, expected 1 (CT)", case.image)
+    if "float" in image.pixel_type:
+        arr = sitk.GetArrayViewFromImage(sitk.ReadImage(os.fspath(case.image)))
+        if np.isnan(arr).any():
+            raise ConversionError("image contains NaN values, which nnU-Net rejects", case.image)
+    labels_present = None
+    if case.label is not None:
+        label_header = read_nifti_header(case.label)
+        if label_header.ndim != 3:
+            raise ConversionError(
+                f"expected a 3D label map, found {label_header.ndim} dimensions {label_header.shape}", case.label
+            )
+        check_nifti_complete(case.label, label_header)
+        labels_present = _label_values(case.label, options, image)
+    written = [copy_nifti(case.image, out_dir / f"images{case.subset}" / f"{case.case_id}_0000{FILE_ENDING_NIFTI}")]
+    if case.label is not None:
+        written.append(copy_nifti(case.label, out_dir / f"labels{case.subset}" / f"{case.case_id}{FILE_ENDING_NIFTI}"))
+    return CaseResult3D(
+        case_id=case.case_id,
+        subset=case.subset,
+        part=case.part,
+        size=image.size,
+        spacing=image.spacing,
+        orientation=image.orientation,
+        pixel_type=image.pixel_type,
+        labels_present=labels_present,
+        written=tuple(written),
+        image=str(case.image),
+    )
+
+
+def id_ranges(ids: Sequence[str]) -> str:
+    """``["case_00001", "case_00002", "case_00003", "case_00007"]`` -> ``"case_00001-00003, case_00007"``."""
+    parsed = []
+    for cid in sorted(ids, key=_natural_key):
+        m = re.fullmatch(r"(.*?)(\d+)", cid)
+        parsed.append((m.group(1), m.group(2)) if m else (cid, None))
+    parts: list[str] = []
+    i = 0
+    while i < len(parsed):
+        prefix, digits = parsed[i]
+        j = i
+        while (
+            digits is not None
+            and j + 1 < len(parsed)
+            and parsed[j + 1][0] == prefix
+            and parsed[j + 1][1] is not None
+            and int(parsed[j + 1][1]) == int(parsed[j][1]) + 1
+        ):
+            j += 1
+        first = prefix + (digits or "")
+        parts.append(first if j == i else f"{first}-{parsed[j][1]}")
+        i = j + 1
+    return ", ".join(parts)
+
+
+def convert_3d_dataset(
+    *,
+    name: str,
+    folder_name: str,
+    dataset_id: int,
+    cases: Sequence[Case3D],
+    labels: dict[str, int | tuple[int, ...]],
+    label_names: dict[int, str],
+    options: Options3D,
+    reference: str,
+    license: str,
+    description: str,
+    report: Report,
+    channel_names: dict[str, str] | None = None,
+    regions_class_order: Sequence[int] | None = None,
+    reader: str | None = None,
+    splits: Sequence[dict[str, list[str]]] | None = None,
+    overwrite: bool = False,
+    num_workers: int | None = None,
+    output_root: str | os.PathLike | None = None,
+    settings: dict[str, Any] | None = None,
+    verbose: bool = True,
+) -> Path:
+    """Write ``output_root/DatasetXXX_<folder_name>`` from NIfTI ``cases`` atomically and print a summary.
+
+    Every case is checked (complete files, a 3D single-channel image, label map on the image's grid with values in
+    ``options.label_values``) and copied without resampling or re-encoding. Held-out sets (subset other than "Tr")
+    are listed in ``test_sets.json``.
+
+    Args:
+        labels: dataset.json labels (ints, or tuples of ints for region-based training).
+        label_names: name of each raw label value > 0, for the summary.
+        reader: ``overwrite_image_reader_writer`` of dataset.json (None: nnU-Net's choice by file ending).
+
+    Returns:
+        the dataset folder.
+    """
+    check_dataset_id(dataset_id)
+    root = resolve_output_root(output_root)
+    dataset_name = f"Dataset{dataset_id:03d}_{folder_name}"
+    check_target(root, dataset_name, dataset_id, overwrite)
+    training = [c for c in cases if c.subset == "Tr"]
+    if not training:
+        raise ConversionError(
+            "no training cases found", hint="check SOURCE: " + "; ".join(report.skipped or ["no image/label pairs"])
+        )
+    unlabelled = [c.case_id for c in training if c.label is None]
+    if unlabelled:
+        raise ConversionError(f"training cases without label map: {id_ranges(unlabelled)}")
+    check_unique_ids(cases)  # type: ignore[arg-type]  # uses case_id and image only
+    if splits is not None:
+        splits = validate_splits(splits, [c.case_id for c in training], report)
+
+    with atomic_dataset_folder(root, dataset_name, dataset_id, overwrite) as tmp:
+        for subset in sorted({c.subset for c in cases}):
+            (tmp / f"images{subset}").mkdir()
+            if any(c.label is not None for c in cases if c.subset == subset):
+                (tmp / f"labels{subset}").mkdir()
+        results: list[CaseResult3D] = parallel_map(
+            convert_case_3d, [(c, tmp, options) for c in cases], num_workers, desc=dataset_name
+        )
+        held_out = [r for r in results if r.subset != "Tr"]
+        _check_orientations(results, options, reader, report)
+        labelled = [r.labels_present for r in results if r.labels_present is not None]
+        absent = [name for v, name in sorted(label_names.items()) if not any(v in present for present in labelled)]
+        if absent:
+            report.warnings.append(
+                f"no labelled case contains {', '.join(absent)}; nnU-Net still trains an output for it"
+            )
+        write_dataset_json(
+            tmp,
+            channel_names=channel_names or CHANNELS_CT,
+            labels=labels,
+            num_training=len(training),
+            file_ending=FILE_ENDING_NIFTI,
+            dataset_name=dataset_name,
+            reference=reference,
+            license=license,
+            description=description,
+            regions_class_order=regions_class_order,
+            overwrite_image_reader_writer=reader,
+            numTest=sum(r.subset == "Ts" for r in results),
+            nnunet_lite={"converter": name, "files": "NIfTI copied unchanged (never resampled)", **(settings or {})},
+        )
+        if held_out:
+            sets: dict[str, list[str]] = defaultdict(list)
+            for r in held_out:
+                sets[r.part].append(r.case_id)
+            text = json.dumps({k: sorted(v) for k, v in sorted(sets.items())}, indent=1)
+            (tmp / "test_sets.json").write_text(text + "\n", encoding="utf-8")
+        if splits is not None:
+            write_splits(tmp, splits)
+
+    target = root / dataset_name
+    if verbose:
+        print(format_summary_3d(target, results, report, labels, label_names, regions_class_order, reader, splits))
+    return target
+
+
+def _check_orientations(
+    results: Sequence[CaseResult3D], options: Options3D, reader: str | None, report: Report
+) -> None:
+    orientations = Counter(r.orientation for r in results)
+    if options.expected_orientation:
+        other = [r.case_id for r in results if r.orientation != options.expected_orientation]
+        if other:
+            report.notes.append(
+                f"{len(other)} cases are not stored in the distribution's {options.expected_orientation} orientation "
+                f"(re-saved by some tool?): {id_ranges(other[:20])}{', ...' if len(other) > 20 else ''}"
+            )
+    if len(orientations) > 1 and not (reader and "Reorient" in reader):
+        report.warnings.append(
+            "volumes are stored in "
+            + ", ".join(f"{k} ({v})" for k, v in orientations.most_common())
+            + " orientation; nnU-Net's default reader does not reorient, so the network sees these cases in "
+            "different anatomical orientations"
+        )
+
+
+def _range_text(values: Sequence[float], fmt: str = "{:.3g}") -> str:
+    lo, hi = min(values), max(values)
+    return fmt.format(lo) if np.isclose(lo, hi) else f"{fmt.format(lo)}-{fmt.format(hi)}"
+
+
+def format_summary_3d(
+    target: Path,
+    results: Sequence[CaseResult3D],
+    report: Report,
+    labels: dict[str, int | tuple[int, ...]],
+    label_names: dict[int, str],
+    regions_class_order: Sequence[int] | None,
+    reader: str | None,
+    splits: Sequence[dict] | None,
+) -> str:
+    lines = [f"wrote {target}"]
+    for subset in sorted({r.subset for r in results}, key=lambda s: (s != "Tr", s != "Ts", s)):
+        rs = [r for r in results if r.subset == subset]
+        with_labels = any(r.labels_present is not None for r in rs)
+        folders = f"images{subset}/labels{subset}" if with_labels else f"images{subset} (no labels)"
+        parts = Counter(r.part for r in rs)
+        detail = ", ".join(f"{k.replace('_', ' ')} {v}" for k, v in sorted(parts.items()))
+        lines.append(f"  {folders}: {len(rs)} cases ({detail})")
+    for item in report.skipped:
+        lines.append(f"  skipped: {item}")
+    for reason, n in sorted(report.ignored.items()):
+        lines.append(f"  ignored: {n} {reason} (e.g. {', '.join(report.ignored_examples[reason])})")
+    labelled = [r for r in results if r.labels_present is not None]
+    counts = Counter(v for r in labelled for v in r.labels_present if v)
+    values = "; ".join(f"{v} {label_names[v]}" for v in sorted(label_names))
+    lines.append(f"  label values: 0 background; {values}")
+    if regions_class_order is not None:
+        regions = ", ".join(
+            f"{k} {v if isinstance(v, int) else tuple(v)}" for k, v in labels.items() if k != "background"
+        )
+        lines.append(
+            f"  region-based training: {regions}; regions_class_order {tuple(regions_class_order)} "
+            "(one sigmoid output per region)"
+        )
+    present = ", ".join(f"{label_names[v]} {counts.get(v, 0)}" for v in sorted(label_names))
+    empty = [r.case_id for r in labelled if not any(r.labels_present)]
+    lines.append(
+        f"  cases containing each label ({len(labelled)} labelled): {present}"
+        + (f"; background only: {id_ranges(empty)}" if empty else "")
+    )
+    if results:
+        sizes = sorted(r.size for r in results)
+        orientations = Counter(r.orientation for r in results)
+        spacing = np.array([r.spacing for r in results])
+        lines.append(
+            f"  images: 1 channel CT ({', '.join(sorted({r.pixel_type for r in results}))}); grid as stored "
+            f"{'x'.join(map(str, sizes[0]))} to {'x'.join(map(str, sizes[-1]))}; spacing (mm, as stored) "
+            + " x ".join(_range_text(spacing[:, k]) for k in range(spacing.shape[1]))
+            + "; orientation "
+            + ", ".join(f"{k} {v}" for k, v in orientations.most_common())
+        )
+    lines.append(
+        f"  reader: {reader or 'SimpleITKIO (nnU-Net default for .nii.gz)'}"
+        + ("; it reorients every volume to RAS when reading" if reader and "Reorient" in reader else "")
+    )
+    written = Counter(w for r in results for w in r.written)
+    lines.append(
+        f"  files: {written.get('copied', 0)} copied unchanged"
+        + (f", {written['compressed']} uncompressed .nii gzip-compressed" if written.get("compressed") else "")
+        + "; nothing resampled"
+    )
+    if splits is not None:
+        sizes_text = ", ".join(f"{len(f['train'])}/{len(f['val'])}" for f in splits)
+        lines.append(f"  splits_final.json: {len(splits)} fold(s), train/val {sizes_text}")
     else:
         lines.append("  splits: none written; nnU-Net makes 5 random folds (seed 12345) when training")
     for note in report.notes:

@@ -1,0 +1,294 @@
+"""KiTS23 kidney, tumour and cyst CT (Heller et al.) -> nnU-Net raw ``Dataset521_KiTS23`` (3D NIfTI, 1 CT channel,
+region-based labels).
+
+Layout of the official repository (github.com/neheller/kits23) after its download step: ``dataset/case_00000/``
+holds ``segmentation.nii.gz`` (in git) and ``imaging.nii.gz`` (fetched by ``kits23_download_data``), next to
+``dataset/kits23.json`` (clinical metadata, not used) and per-case ``instances/`` folders (not used). Volumes are
+copied unchanged after the same checks as every 3D converter (complete files, one voxel grid, labels 0..3).
+
+The dataset.json is nnU-Net's own KiTS23 setup, taken from ``nnunetv2.dataset_conversion.Dataset220_KiTS2023`` rather
+than re-typed: channel ``CT``; regions ``kidney (1, 2, 3)``, ``masses (2, 3)``, ``tumor 2`` with
+``regions_class_order (1, 3, 2)`` (nnU-Net trains one sigmoid output per region); reader ``NibabelIOWithReorient``.
+KiTS stores arrays in (z, y, x) order with an I-P-L affine; that reader reorients every volume to RAS when reading
+(and back when writing predictions), so nothing is resampled or re-oriented here.
+
+Cases whose ``imaging.nii.gz`` is missing (an interrupted download) are listed by ID and stop the conversion unless
+``skip_missing_imaging`` is set.
+"""
+
+from __future__ import annotations
+
+import argparse
+import functools
+import json
+import os
+import re
+from pathlib import Path
+from typing import Any
+
+from . import DATASETS, DEFAULT_IDS
+from ._common import (
+    NNUNET_SPLIT,
+    Case3D,
+    ConversionError,
+    Options3D,
+    Report,
+    check_split_args,
+    convert_3d_dataset,
+    find_one_dir,
+    id_ranges,
+    list_files,
+    load_split_file,
+    nifti_stem,
+    require_source,
+)
+
+SPLITS = {NNUNET_SPLIT: "all cases in imagesTr (nnU-Net's 5 folds, or --split-file)"}
+REFERENCE = (
+    "Heller N, Isensee F, Trofimova D, et al. The KiTS21 Challenge: Automatic segmentation of kidneys, renal tumors, "
+    "and renal cysts in corticomedullary-phase CT. arXiv:2307.01984 (2023); KiTS23: https://kits-challenge.org/kits23/"
+)
+# Raw voxel values of segmentation.nii.gz (kits23/configuration/labels.py); the regions come from nnU-Net
+LABEL_NAMES: dict[int, str] = {1: "kidney", 2: "tumor", 3: "cyst"}
+STORED_ORIENTATION = "IPL"  # axes of the official files: (z, y, x) arrays, affine I-P-L, origin 0
+_CASE_RE = re.compile(r"^case_(\d+)$", re.IGNORECASE)
+
+
+def kits23_case_id(token: str) -> str | None:
+    """``"case_00021"``, ``"00021"``, ``"case_00021_0000.nii.gz"``, ``"dataset/case_00021/imaging.nii.gz"`` ->
+    ``"case_00021"``."""
+    text = str(token).strip().replace("\\", "/")
+    m = re.search(r"case_(\d+)", text, re.IGNORECASE)
+    if m is None:
+        name = os.path.basename(text)
+        m = re.fullmatch(r"(\d+)", nifti_stem(name) or name)
+    return f"case_{int(m.group(1)):05d}" if m else None
+
+
+@functools.lru_cache(maxsize=1)
+def _upstream_setup() -> tuple[tuple[str, Any], ...]:
+    import tempfile
+    from unittest import mock
+
+    try:
+        from nnunetv2.dataset_conversion import Dataset220_KiTS2023 as upstream
+    except ImportError as e:
+        raise ConversionError(
+            f"nnU-Net's KiTS23 converter (nnunetv2.dataset_conversion.Dataset220_KiTS2023) cannot be imported: {e}",
+            hint="install a supported nnunetv2 (>=2.8,<2.9)",
+        ) from e
+    captured: dict[str, Any] = {}
+
+    def capture(output_folder, channel_names, labels, num_training_cases, file_ending, **kwargs):
+        captured.update(
+            channel_names={str(k): v for k, v in channel_names.items()},
+            labels=dict(labels),
+            file_ending=file_ending,
+            regions_class_order=tuple(kwargs["regions_class_order"]),
+            reader=kwargs["overwrite_image_reader_writer"],
+        )
+
+    # Run upstream's converter on an empty folder with generate_dataset_json intercepted: it copies nothing and
+    # hands over its dataset.json arguments.
+    try:
+        with tempfile.TemporaryDirectory() as tmp:
+            with (
+                mock.patch.object(upstream, "nnUNet_raw", tmp),
+                mock.patch.object(upstream, "generate_dataset_json", capture),
+            ):
+                upstream.convert_kits2023(tmp, 999)
+    except Exception as e:  # an nnunetv2 whose converter works differently
+        raise ConversionError(
+            f"cannot read the KiTS23 setup from nnU-Net's converter ({type(e).__name__}: {e})",
+            hint="install a supported nnunetv2 (>=2.8,<2.9)",
+        ) from e
+    if not captured:
+        raise ConversionError(
+            "nnU-Net's KiTS23 converter did not call generate_dataset_json", hint="install nnunetv2 >=2.8,<2.9"
+        )
+    return tuple(captured.items())
+
+
+def nnunet_kits23_setup() -> dict[str, Any]:
+    """nnU-Net's KiTS23 dataset.json settings, read from ``nnunetv2.dataset_conversion.Dataset220_KiTS2023``.
+
+    Returns:
+        ``channel_names``, ``labels`` (regions as tuples), ``file_ending``, ``regions_class_order`` and ``reader``
+        (the ``overwrite_image_reader_writer``), e.g. ``labels == {"background": 0, "kidney": (1, 2, 3),
+        "masses": (2, 3), "tumor": 2}``.
+    """
+    return {k: (dict(v) if isinstance(v, dict) else v) for k, v in _upstream_setup()}
+
+
+_FILES = {name: (f"{name}.nii.gz", f"{name}.nii") for name in ("imaging", "segmentation")}
+
+
+def _is_root(d: Path) -> bool:
+    try:
+        return any(
+            p.is_dir() and _CASE_RE.match(p.name) and any((p / f).exists() for f in _FILES["segmentation"])
+            for p in d.iterdir()
+        )
+    except OSError:
+        return False
+
+
+def _case_file(case_dir: Path, name: str) -> Path | None:
+    found = [case_dir / f for f in _FILES[name] if (case_dir / f).is_file()]
+    if len(found) > 1:
+        raise ConversionError(
+            f"both {found[0].name} and {found[1].name}", case_dir, hint="keep one of them (the .nii.gz original)"
+        )
+    return found[0] if found else None
+
+
+def _check_metadata(root: Path, case_ids: list[str], report: Report) -> None:
+    path = root / "kits23.json"
+    if not path.is_file():
+        return
+    try:
+        listed = {str(e["case_id"]) for e in json.loads(path.read_text(encoding="utf-8"))}
+    except (ValueError, KeyError, TypeError) as e:
+        report.warnings.append(f"kits23.json is not the expected list of cases ({e}); not cross-checked")
+        return
+    report.notes.append(f"kits23.json (clinical metadata) not used; it lists {len(listed)} cases")
+    unknown = [c for c in case_ids if c not in listed]
+    if unknown:
+        report.warnings.append(f"{len(unknown)} case folders are not listed in kits23.json: {id_ranges(unknown)}")
+
+
+def convert_kits23(
+    source: str | os.PathLike,
+    dataset_id: int = DEFAULT_IDS["kits23"],
+    *,
+    split: str = NNUNET_SPLIT,
+    split_file: str | os.PathLike | None = None,
+    skip_missing_imaging: bool = False,
+    overwrite: bool = False,
+    num_workers: int | None = None,
+    output_root: str | os.PathLike | None = None,
+    verbose: bool = True,
+) -> Path:
+    """Convert KiTS23 (the kits23 repository after ``kits23_download_data``) to ``Dataset<ID>_KiTS23``.
+
+    Args:
+        source: the kits23 repository, its ``dataset`` folder, or a folder above it.
+        dataset_id: nnU-Net dataset ID.
+        split: only "nnunet" (nnU-Net's 5 folds); published lists go through ``split_file``.
+        split_file: train/val ID lists (``case_00000`` or ``00000``) or an nnU-Net ``splits_final.json``.
+        skip_missing_imaging: convert only the cases that have ``imaging.nii.gz`` instead of failing; the skipped
+            IDs are listed in the summary and in dataset.json.
+        overwrite: replace an existing dataset folder.
+        num_workers: worker processes (default ``$nnUNet_def_n_proc`` or min(8, CPUs)).
+        output_root: where to write (default ``$nnUNet_raw``).
+        verbose: print the summary.
+
+    Returns:
+        the dataset folder.
+
+    Raises:
+        ConversionError: cases without imaging (unless ``skip_missing_imaging``), a case folder without
+            segmentation, grids that differ, label values outside 0..3, truncated files, or an existing target
+            without ``overwrite``.
+    """
+    source = require_source(source)
+    check_split_args(split, split_file, SPLITS)
+    setup = nnunet_kits23_setup()
+    report = Report()
+    root = find_one_dir(source, _is_root, "KiTS23 dataset folder", "dataset/case_00000/segmentation.nii.gz")
+    cases: list[Case3D] = []
+    without_imaging: list[str] = []
+    instances = 0
+    for entry in sorted(root.iterdir()):
+        if entry.name.startswith(".") or entry.name == "kits23.json":
+            continue
+        if not (entry.is_dir() and _CASE_RE.match(entry.name)):
+            report.ignore(entry, "entries that are not case_XXXXX folders")
+            continue
+        case_id = kits23_case_id(entry.name)
+        segmentation = _case_file(entry, "segmentation")
+        imaging = _case_file(entry, "imaging")
+        if segmentation is None:
+            raise ConversionError(
+                f"case folder without segmentation.nii.gz{' (imaging only)' if imaging else ''}",
+                entry,
+                hint="segmentations are in the kits23 git repository: restore it (git checkout -- dataset), "
+                "or remove this folder",
+            )
+        instances += (entry / "instances").is_dir()
+        for path in list_files(entry, report):
+            if path not in (segmentation, imaging):
+                report.ignore(path, "other files in case folders")
+        if imaging is None:
+            without_imaging.append(case_id)
+            continue
+        cases.append(Case3D(case_id, imaging, segmentation))
+    _check_metadata(root, [c.case_id for c in cases] + without_imaging, report)
+    if instances:
+        report.notes.append(f"per-annotator instances/ folders ({instances} cases) not used")
+
+    total = len(cases) + len(without_imaging)
+    if without_imaging:
+        listed = id_ranges(without_imaging)
+        if not cases:
+            raise ConversionError(
+                f"none of the {total} cases has imaging.nii.gz (only the segmentations from git?)",
+                root,
+                hint="imaging is downloaded separately: run kits23_download_data in the kits23 repository",
+            )
+        if not skip_missing_imaging:
+            raise ConversionError(
+                f"{len(without_imaging)} of {total} cases have no imaging.nii.gz: {listed}",
+                root,
+                hint="the imaging download is incomplete: run kits23_download_data again (it fetches what is "
+                f"missing), or pass --skip-missing-imaging to convert the {len(cases)} cases that have it",
+            )
+        n = len(without_imaging)
+        report.skip(f"{n} case{'s' if n != 1 else ''} without imaging.nii.gz (--skip-missing-imaging)", listed)
+
+    splits = None
+    if split_file is not None:
+        splits = load_split_file(split_file, kits23_case_id, [c.case_id for c in cases])
+
+    spec = DATASETS["kits23"]
+    return convert_3d_dataset(
+        name="kits23",
+        folder_name=spec.folder_name,
+        dataset_id=dataset_id,
+        cases=cases,
+        labels=setup["labels"],
+        label_names=LABEL_NAMES,
+        options=Options3D(
+            label_values=(0, *LABEL_NAMES),
+            label_hint="0 background, " + ", ".join(f"{k} {v}" for k, v in LABEL_NAMES.items()),
+            expected_orientation=STORED_ORIENTATION,
+        ),
+        reference=REFERENCE,
+        license=spec.license,
+        description=spec.title,
+        report=report,
+        channel_names=setup["channel_names"],
+        regions_class_order=setup["regions_class_order"],
+        reader=setup["reader"],
+        splits=splits,
+        overwrite=overwrite,
+        num_workers=num_workers,
+        output_root=output_root,
+        settings={
+            "split": "split file" if split_file is not None else split,
+            "setup_from": "nnunetv2.dataset_conversion.Dataset220_KiTS2023",
+            "skipped_missing_imaging": sorted(without_imaging),
+        },
+        verbose=verbose,
+    )
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """``--skip-missing-imaging``."""
+    parser.add_argument(
+        "--skip-missing-imaging",
+        dest="skip_missing_imaging",
+        action="store_true",
+        help="convert only the cases whose imaging.nii.gz is present (an interrupted kits23_download_data) instead "
+        "of failing; the skipped case IDs are listed in the summary",
+    )
