@@ -187,6 +187,13 @@ def run_demo(
     (work_dir / "demo_results.md").write_text(table + "\n")
     print()
     print(table)
+    for r in results:
+        if r.dice < 0.1:
+            print(
+                f"\nNote: {r.trainer} predicted (almost) no foreground within {epochs} x {iterations} iterations. "
+                "Tiny networks can need more iterations under nnU-Net's SGD recipe (see the README section "
+                "'AULUNet and nnU-Net's recipe'); rerun with more --epochs, or compare its _paper trainer."
+            )
     print(
         f"\nResults tree: {work_dir / 'nnUNet_results'} (nnU-Net layout; e.g. nnUNetv2_find_best_configuration "
         f"{DEMO_DATASET_ID} -c 2d -f 0 -tr {' '.join(trainers)} works on it with the environment of this demo)"
