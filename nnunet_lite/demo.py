@@ -138,8 +138,8 @@ def format_table(results: list[DemoResult]) -> str:
 def run_demo(
     work_dir: Path,
     trainers: tuple[str, ...] = DEFAULT_TRAINERS,
-    epochs: int = 8,
-    iterations: int = 25,
+    epochs: int = 6,
+    iterations: int = 20,
     num_train: int = 60,
     num_test: int = 12,
     device: str = "auto",
