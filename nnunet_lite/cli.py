@@ -14,6 +14,10 @@ SUBCOMMAND_MODULES = (
     "nnunet_lite.commands.env",
     "nnunet_lite.commands.demo",
     "nnunet_lite.commands.convert",
+    "nnunet_lite.commands.profile",
+    "nnunet_lite.commands.compare",
+    "nnunet_lite.commands.plan_matched",
+    "nnunet_lite.commands.zeroshot",
 )
 
 

@@ -1,0 +1,84 @@
+"""``nnunet_lite profile``: parameters, FLOPs, latency, memory and predictor time of any trainer's network."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+
+def run(args: argparse.Namespace) -> int:
+    from ..comparison.nnunet_io import ComparisonError
+    from ..comparison.profile import environment, format_profiles, profile_trainer
+
+    profiles = []
+    try:
+        for trainer in args.trainers:
+            profiles.append(
+                profile_trainer(
+                    trainer,
+                    dataset=args.d,
+                    configuration=args.c,
+                    plans_name=args.p,
+                    shape=args.shape,
+                    num_classes=args.num_classes,
+                    device=args.device,
+                    threads=args.threads,
+                    min_run_time=args.min_run_time,
+                    latency=not args.skip_latency,
+                    memory=not args.skip_memory,
+                    input_folder=Path(args.input_folder) if args.input_folder else None,
+                    fold=int(args.f) if args.f != "all" else "all",
+                    num_cases=args.num_cases,
+                )
+            )
+    except ComparisonError as e:
+        print(f"nnunet_lite profile: {e}", file=sys.stderr)
+        return 1
+    report = {"environment": environment(), "profiles": profiles}
+    if args.json == "-":
+        print(json.dumps(report, indent=2))
+        return 0
+    if args.json:
+        Path(args.json).write_text(json.dumps(report, indent=2) + "\n")
+    env = report["environment"]
+    print(f"nnunetv2 {env['nnunetv2']}, torch {env['torch']}, {env.get('gpu', env['cpu'])}; {env['flop_counter']}")
+    print(f"networks built from: {', '.join(sorted({p['plans'] for p in profiles}))}")
+    print(format_profiles(profiles))
+    for p in profiles:
+        if "predictor" in p:
+            pred = p["predictor"]
+            where = f"{pred['cases']} cases of {pred['input_folder']}"
+            print(f"{p['trainer']}: predictor on {where}, weights {pred['weights']}")
+    return 0
+
+
+def add_parser(subparsers: argparse._SubParsersAction) -> None:
+    parser = subparsers.add_parser(
+        "profile",
+        help="parameters, FLOPs/MACs, forward latency, peak memory and predictor time of trainers' networks",
+        description="Builds each trainer's network exactly as nnU-Net does for a dataset's plans (-d/-c/-p; any "
+        "trainer, nnU-Net's own included) or for an explicit input shape (--shape, nnU-Net's default topology), then "
+        "counts parameters and FLOPs (torch FlopCounterMode, MACs = FLOPs / 2, attention included), times the "
+        "forward pass with torch.utils.benchmark (median and IQR; CUDA: fp32 and autocast) and measures peak forward "
+        "memory. With --input-folder it also times nnUNetPredictor end to end per case, without and with mirroring.",
+    )
+    parser.add_argument("-tr", dest="trainers", nargs="+", default=["nnUNetTrainer"], help="trainer class names")
+    parser.add_argument("-d", default=None, help="dataset ID or name (its preprocessed plans define the network)")
+    parser.add_argument("-c", default=None, help="configuration (default 2d with -d)")
+    parser.add_argument("-p", default="nnUNetPlans", help="plans identifier (default nnUNetPlans)")
+    parser.add_argument("-f", default="0", help="fold whose trained weights --input-folder uses if present")
+    parser.add_argument(
+        "--shape", type=int, nargs="+", default=None, help="input shape B C H W [D]; overrides the patch size"
+    )
+    parser.add_argument("--num-classes", type=int, default=None, help="classes incl. background (--shape without -d)")
+    parser.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"), help="auto: cuda if available")
+    parser.add_argument("--threads", type=int, default=None, help="CPU threads for latency (default: torch's)")
+    parser.add_argument("--min-run-time", type=float, default=2.0, help="seconds of timed runs per latency figure")
+    parser.add_argument("--skip-latency", action="store_true", help="do not time the forward pass")
+    parser.add_argument("--skip-memory", action="store_true", help="do not measure peak forward memory")
+    parser.add_argument("--input-folder", default=None, help="raw images (CASE_0000.png ...) for the predictor timing")
+    parser.add_argument("--num-cases", type=int, default=None, help="time at most this many cases of --input-folder")
+    parser.add_argument("--json", default=None, metavar="FILE", help="also write JSON to FILE ('-': JSON to stdout)")
+    parser.set_defaults(func=run)

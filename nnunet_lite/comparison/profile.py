@@ -1,0 +1,267 @@
+"""``nnunet_lite profile``: parameters, FLOPs/MACs, forward latency, peak memory and end-to-end predictor time.
+
+Networks are built exactly as nnU-Net's trainer builds them for a dataset's plans (any trainer, nnU-Net's own
+included), or for an explicit input shape with nnU-Net's default U-Net topology.
+"""
+
+from __future__ import annotations
+
+import platform
+import tempfile
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+from ..profiling import count_flops, count_parameters, measure_latency, peak_forward_memory
+from .nnunet_io import (
+    DEFAULT_PLANS,
+    ComparisonError,
+    build_network,
+    dataset_name,
+    default_plans_for_shape,
+    find_trainer_class,
+    load_plans,
+    markdown_table,
+    quiet,
+    require_env,
+)
+
+
+def case_lists(folder: Path, file_ending: str) -> list[list[str]]:
+    """nnU-Net's ``CASE_XXXX<ending>`` files grouped per case (one file may hold several channels, e.g. RGB PNG)."""
+    files = sorted(p.name for p in Path(folder).glob(f"*{file_ending}"))
+    cases: dict[str, list[str]] = {}
+    for name in files:
+        stem = name[: -len(file_ending)]
+        if len(stem) > 5 and stem[-5] == "_" and stem[-4:].isdigit():
+            cases.setdefault(stem[:-5], []).append(str(Path(folder) / name))
+    if not cases:
+        raise ComparisonError(f"no images named CASE_0000{file_ending} in {folder}")
+    return list(cases.values())
+
+
+@dataclass
+class NetworkSpec:
+    """A trainer's network with what it was built from."""
+
+    trainer: str
+    network: torch.nn.Module
+    input_shape: tuple[int, ...]
+    plans: dict
+    configuration: str
+    dataset_json: dict
+    source: str
+    model_folder: Path | None
+
+    def counts(self) -> dict:
+        flops = count_flops(self.network, self.input_shape)
+        return {
+            "trainer": self.trainer,
+            "network": type(self.network).__name__,
+            "plans": self.source,
+            "input_shape": list(self.input_shape),
+            "params": count_parameters(self.network),
+            "trainable_params": count_parameters(self.network, trainable_only=True),
+            "flops": flops,
+            "macs": flops / 2,
+            "latency": [],
+        }
+
+
+def time_predictor(
+    spec: NetworkSpec, input_folder: Path, device: torch.device, fold: int | str = 0, num_cases: int | None = None
+) -> dict:
+    """Seconds per case of ``nnUNetPredictor`` (sliding window, pre- and post-processing, export), TTA off and on.
+
+    Uses the trained weights of ``model_folder/fold_<fold>`` when they exist, random weights otherwise (the timing
+    does not depend on the weights). One untimed case first warms the predictor up.
+    """
+    from nnunetv2.inference.predict_from_raw_data import nnUNetPredictor
+    from nnunetv2.utilities.plans_handling.plans_handler import PlansManager
+
+    lists = case_lists(input_folder, spec.dataset_json["file_ending"])
+    lists = lists[:num_cases] if num_cases else lists
+    model_folder = spec.model_folder
+    checkpoint = model_folder / f"fold_{fold}" / "checkpoint_final.pth" if model_folder else None
+    with quiet():
+        predictor = nnUNetPredictor(
+            perform_everything_on_device=device.type == "cuda", device=device, verbose=False, allow_tqdm=False
+        )
+        if checkpoint is not None and checkpoint.is_file():
+            predictor.initialize_from_trained_model_folder(str(model_folder), use_folds=(fold,))
+            weights = str(checkpoint)
+        else:
+            manager = PlansManager(spec.plans)
+            config = manager.get_configuration(spec.configuration)
+            axes = tuple(range(len(config.patch_size)))
+            network = spec.network.to("cpu")
+            predictor.manual_initialization(
+                network, manager, config, [network.state_dict()], spec.dataset_json, spec.trainer, axes
+            )
+            weights = "random (no trained checkpoint)"
+    out: dict = {"cases": len(lists), "weights": weights, "input_folder": str(input_folder)}
+    with tempfile.TemporaryDirectory() as tmp, quiet():
+        predictor.use_mirroring = False
+        predictor.predict_from_files_sequential(lists[:1], [str(Path(tmp) / "warmup")])
+        for key, mirroring in (("seconds_per_case_no_tta", False), ("seconds_per_case_tta", True)):
+            predictor.use_mirroring = mirroring
+            targets = [str(Path(tmp) / f"case{i}") for i in range(len(lists))]
+            start = time.perf_counter()
+            predictor.predict_from_files_sequential(lists, targets)
+            out[key] = (time.perf_counter() - start) / len(lists)
+    out["mirror_axes"] = list(predictor.allowed_mirroring_axes or ())
+    return out
+
+
+def profile_trainer(
+    trainer: str,
+    dataset: str | int | None = None,
+    configuration: str | None = None,
+    plans_name: str = DEFAULT_PLANS,
+    shape: Sequence[int] | None = None,
+    num_classes: int | None = None,
+    device: str = "auto",
+    threads: int | None = None,
+    min_run_time: float = 1.0,
+    latency: bool = True,
+    memory: bool = True,
+    input_folder: Path | None = None,
+    fold: int | str = 0,
+    num_cases: int | None = None,
+) -> dict:
+    """Profiles the network ``trainer`` builds for a dataset's plans, or for ``shape`` (then ``num_classes``).
+
+    Args:
+        trainer: trainer class name (``nnUNetTrainer``, ``nnUNetTrainerLGMSNet``, ...).
+        dataset: dataset ID or name whose preprocessed plans define the network; None with ``shape``.
+        configuration: plans configuration (``2d``, ``3d_fullres``); defaults to ``2d``/``3d_fullres`` by shape.
+        plans_name: plans identifier (``-p``).
+        shape: explicit input shape ``(batch, channels, *spatial)``; with a dataset it overrides the patch size for
+            FLOPs, latency and memory, without one the network uses nnU-Net's default topology for that shape.
+        num_classes: output classes including background when no dataset is given.
+        device: "cpu", "cuda" or "auto".
+        threads: CPU threads for the latency measurement (default: torch's current setting).
+        min_run_time: seconds of timed forward passes per latency figure.
+        latency: measure forward latency; memory: measure peak forward memory.
+        input_folder: images in nnU-Net raw format for the end-to-end predictor timing (needs a dataset).
+        fold: fold whose trained weights the predictor uses if present.
+        num_cases: predict at most this many cases of ``input_folder``.
+
+    Returns:
+        A JSON-serialisable dict (see ``format_profiles`` for the readable form).
+    """
+    if device == "auto":
+        device = "cuda" if torch.cuda.is_available() else "cpu"
+    device_t = torch.device(device)
+    trainer_class = find_trainer_class(trainer)
+    model_folder = None
+    if dataset is not None:
+        name = dataset_name(dataset)
+        plans, dataset_json, _ = load_plans(name, plans_name)
+        configuration = configuration or "2d"
+        network, input_shape = build_network(trainer_class, plans, configuration, dataset_json)
+        source = f"{name} {plans_name} {configuration}"
+        model_folder = require_env("nnUNet_results") / name / f"{trainer}__{plans_name}__{configuration}"
+    elif shape is not None:
+        if num_classes is None:
+            raise ComparisonError("--shape without -d needs --num-classes (classes including background)")
+        plans, dataset_json, configuration = default_plans_for_shape(shape, num_classes)
+        network, input_shape = build_network(trainer_class, plans, configuration, dataset_json)
+        source = "explicit shape, nnU-Net default topology"
+    else:
+        raise ComparisonError("give a dataset (-d ID -c CONFIG) or an input shape (--shape B C H W [D])")
+    if input_folder is not None and dataset is None:
+        raise ComparisonError("--input-folder needs a dataset (-d): the predictor uses its plans")
+    if shape is not None:
+        if int(shape[1]) != input_shape[1]:
+            raise ComparisonError(f"--shape has {shape[1]} channels, the network takes {input_shape[1]}")
+        input_shape = tuple(int(s) for s in shape)
+
+    spec = NetworkSpec(trainer, network, tuple(input_shape), plans, configuration, dataset_json, source, model_folder)
+    previous_threads = torch.get_num_threads()
+    if threads:
+        torch.set_num_threads(threads)
+    try:
+        result = spec.counts()
+        if latency:
+            for autocast in [False, True] if device_t.type == "cuda" else [False]:
+                measured = measure_latency(network, spec.input_shape, device_t, autocast, min_run_time=min_run_time)
+                result["latency"].append(measured.as_dict())
+        if memory:
+            result["peak_memory_bytes"] = peak_forward_memory(network, spec.input_shape, device_t)
+            result["peak_memory_method"] = (
+                "torch.cuda.max_memory_allocated" if device_t.type == "cuda" else "torch.profiler profile_memory"
+            )
+        if input_folder is not None:
+            result["predictor"] = time_predictor(spec, Path(input_folder), device_t, fold, num_cases)
+    finally:
+        torch.set_num_threads(previous_threads)
+    return result
+
+
+def environment() -> dict:
+    from importlib.metadata import version
+
+    info = {
+        "torch": torch.__version__,
+        "nnunetv2": version("nnunetv2"),
+        "python": platform.python_version(),
+        "cpu": platform.processor() or platform.machine(),
+        "torch_threads": torch.get_num_threads(),
+        "flop_counter": "torch.utils.flop_counter.FlopCounterMode (FLOPs = 2 x MACs, attention counted)",
+    }
+    if torch.cuda.is_available():
+        info["gpu"] = torch.cuda.get_device_name()
+        info["cudnn"] = torch.backends.cudnn.version()
+    return info
+
+
+def _plural(n: int) -> str:
+    return "s" if n > 1 else ""
+
+
+def format_profiles(profiles: list[dict]) -> str:
+    """A markdown table of ``profile_trainer`` results."""
+    latency_keys = []
+    for p in profiles:
+        for lat in p["latency"]:
+            key = (lat["device"], lat["precision"], lat["threads"])
+            if key not in latency_keys:
+                latency_keys.append(key)
+    header = ["trainer", "input", "params", "trainable", "GFLOPs", "GMACs"]
+    header += [
+        f"forward {d} {prec}{f' ({t} thread{_plural(t)})' if d == 'cpu' else ''} ms, median [IQR]"
+        for d, prec, t in latency_keys
+    ]
+    has_mem = any("peak_memory_bytes" in p for p in profiles)
+    has_pred = any("predictor" in p for p in profiles)
+    if has_mem:
+        header.append("peak forward MiB")
+    if has_pred:
+        header += ["predictor s/case, no TTA", "predictor s/case, TTA"]
+    rows = []
+    for p in profiles:
+        row = [
+            p["trainer"],
+            "x".join(str(s) for s in p["input_shape"]),
+            f"{p['params']:,}",
+            f"{p['trainable_params']:,}",
+            f"{p['flops'] / 1e9:.3f}",
+            f"{p['macs'] / 1e9:.3f}",
+        ]
+        by_key = {(lat["device"], lat["precision"], lat["threads"]): lat for lat in p["latency"]}
+        for key in latency_keys:
+            lat = by_key.get(key)
+            row.append(f"{lat['median_s'] * 1e3:.2f} [{lat['iqr_s'] * 1e3:.2f}]" if lat else "")
+        if has_mem:
+            row.append(f"{p['peak_memory_bytes'] / 2**20:.1f}" if "peak_memory_bytes" in p else "")
+        if has_pred:
+            pred = p.get("predictor")
+            row += (
+                [f"{pred['seconds_per_case_no_tta']:.3f}", f"{pred['seconds_per_case_tta']:.3f}"] if pred else ["", ""]
+            )
+        rows.append(row)
+    return markdown_table(header, rows)
