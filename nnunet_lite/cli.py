@@ -18,6 +18,8 @@ SUBCOMMAND_MODULES = (
     "nnunet_lite.commands.compare",
     "nnunet_lite.commands.plan_matched",
     "nnunet_lite.commands.zeroshot",
+    "nnunet_lite.commands.export",
+    "nnunet_lite.commands.predict",
 )
 
 

@@ -54,6 +54,7 @@ class Latency:
     median_s: float
     iqr_s: float
     runs: int
+    path: str = "eager"  # or a deployment path of nnunet_lite.deploy.benchmark.VARIANTS (optimized, onnxruntime, ...)
 
     def as_dict(self) -> dict:
         return asdict(self)

@@ -31,10 +31,14 @@ def run(args: argparse.Namespace) -> int:
                     input_folder=Path(args.input_folder) if args.input_folder else None,
                     fold=int(args.f) if args.f != "all" else "all",
                     num_cases=args.num_cases,
+                    cpu_paths=args.cpu_paths,
                 )
             )
     except ComparisonError as e:
         print(f"nnunet_lite profile: {e}", file=sys.stderr)
+        return 1
+    except ImportError as e:  # the onnxruntime path without the optional extra
+        print(f"nnunet_lite profile: {e}; install the export extra: pip install 'nnunet-lite[export]'", file=sys.stderr)
         return 1
     report = {"environment": environment(), "profiles": profiles}
     if args.json == "-":
@@ -76,6 +80,14 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"), help="auto: cuda if available")
     parser.add_argument("--threads", type=int, default=None, help="CPU threads for latency (default: torch's)")
     parser.add_argument("--min-run-time", type=float, default=2.0, help="seconds of timed runs per latency figure")
+    parser.add_argument(
+        "--cpu-paths",
+        nargs="+",
+        default=[],
+        choices=("optimized", "compiled", "onnxruntime"),
+        help="also time these CPU deployment paths (fp32): optimized = inference rewrites + channels-last, compiled = "
+        "that + torch.compile, onnxruntime = the exported graph (needs the export extra); see docs/deployment.md",
+    )
     parser.add_argument("--skip-latency", action="store_true", help="do not time the forward pass")
     parser.add_argument("--skip-memory", action="store_true", help="do not measure peak forward memory")
     parser.add_argument("--input-folder", default=None, help="raw images (CASE_0000.png ...) for the predictor timing")

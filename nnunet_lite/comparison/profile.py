@@ -131,6 +131,7 @@ def profile_trainer(
     input_folder: Path | None = None,
     fold: int | str = 0,
     num_cases: int | None = None,
+    cpu_paths: Sequence[str] = (),
 ) -> dict:
     """Profiles the network ``trainer`` builds for a dataset's plans, or for ``shape`` (then ``num_classes``).
 
@@ -149,6 +150,9 @@ def profile_trainer(
         input_folder: images in nnU-Net raw format for the end-to-end predictor timing (needs a dataset).
         fold: fold whose trained weights the predictor uses if present.
         num_cases: predict at most this many cases of ``input_folder``.
+        cpu_paths: deployment paths whose CPU latency is measured too, besides eager PyTorch: ``optimized``
+            (``optimize_for_cpu_inference``), ``compiled`` (that + ``torch.compile``), ``onnxruntime`` (needs the
+            ``export`` extra); see ``nnunet_lite.deploy.benchmark``.
 
     Returns:
         A JSON-serialisable dict (see ``format_profiles`` for the readable form).
@@ -190,6 +194,15 @@ def profile_trainer(
             for autocast in [False, True] if device_t.type == "cuda" else [False]:
                 measured = measure_latency(network, spec.input_shape, device_t, autocast, min_run_time=min_run_time)
                 result["latency"].append(measured.as_dict())
+            if cpu_paths:
+                from ..deploy.benchmark import measure_variant_latency
+
+                cpu_threads = threads or torch.get_num_threads()
+                for path in cpu_paths:
+                    measured = measure_variant_latency(
+                        network.cpu(), path, spec.input_shape, cpu_threads, min_run_time=min_run_time
+                    )
+                    result["latency"].append(measured.as_dict())
         if memory:
             result["peak_memory_bytes"] = peak_forward_memory(network, spec.input_shape, device_t)
             result["peak_memory_method"] = (
@@ -225,16 +238,21 @@ def _plural(n: int) -> str:
 
 def format_profiles(profiles: list[dict]) -> str:
     """A markdown table of ``profile_trainer`` results."""
+
+    def latency_key(lat: dict) -> tuple:
+        return lat["device"], lat["precision"], lat["threads"], lat.get("path", "eager")
+
     latency_keys = []
     for p in profiles:
         for lat in p["latency"]:
-            key = (lat["device"], lat["precision"], lat["threads"])
+            key = latency_key(lat)
             if key not in latency_keys:
                 latency_keys.append(key)
     header = ["trainer", "input", "params", "trainable", "GFLOPs", "GMACs"]
     header += [
-        f"forward {d} {prec}{f' ({t} thread{_plural(t)})' if d == 'cpu' else ''} ms, median [IQR]"
-        for d, prec, t in latency_keys
+        f"forward {d} {prec}{'' if path == 'eager' else ' ' + path}{f' ({t} thread{_plural(t)})' if d == 'cpu' else ''}"
+        " ms, median [IQR]"
+        for d, prec, t, path in latency_keys
     ]
     has_mem = any("peak_memory_bytes" in p for p in profiles)
     has_pred = any("predictor" in p for p in profiles)
@@ -252,7 +270,7 @@ def format_profiles(profiles: list[dict]) -> str:
             f"{p['flops'] / 1e9:.3f}",
             f"{p['macs'] / 1e9:.3f}",
         ]
-        by_key = {(lat["device"], lat["precision"], lat["threads"]): lat for lat in p["latency"]}
+        by_key = {latency_key(lat): lat for lat in p["latency"]}
         for key in latency_keys:
             lat = by_key.get(key)
             row.append(f"{lat['median_s'] * 1e3:.2f} [{lat['iqr_s'] * 1e3:.2f}]" if lat else "")

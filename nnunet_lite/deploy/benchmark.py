@@ -1,0 +1,339 @@
+"""CPU forward latency of a network in its deployment variants, measured in one process with interleaved rounds.
+
+Variants (:data:`VARIANTS`):
+
+- ``eager``: the network as trained, PyTorch eager mode, NCHW input;
+- ``optimized``: :func:`~nnunet_lite.deploy.optimize.optimize_for_cpu_inference` (BatchNorm folding, kernel
+  rewrites, channels-last), PyTorch eager mode;
+- ``compiled``: the optimised network through ``torch.compile`` (inductor, with freezing: constant-folded weights,
+  prepacked oneDNN convolutions, fused element-wise kernels); compiling takes tens of seconds per network;
+- ``onnxruntime``: the exported ONNX graph (the ``for_export`` rewrites) in an onnxruntime CPU session with all graph
+  optimisations.
+
+``nnunet_lite profile`` and ``scripts/benchmark_latency.py`` both call :func:`benchmark_latency`;
+:func:`prepare_variant` and :func:`measure_latencies` are the building blocks.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import math
+import os
+import random
+import statistics
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass
+
+import torch
+from torch import nn
+
+from ..profiling import Latency
+from .optimize import has_depthwise_convolutions, optimize_for_cpu_inference, to_channels_last
+
+VARIANTS = ("eager", "optimized", "compiled", "onnxruntime")
+VARIANT_LABELS = {
+    "eager": "eager",
+    "optimized": "optimised",
+    "compiled": "optimised + torch.compile",
+    "onnxruntime": "onnxruntime",
+}
+
+
+def nnunet_default_network_2d(input_channels: int = 3, num_classes: int = 2) -> nn.Module:
+    """nnU-Net's default 2D network for a 256x256 patch: ``PlainConvUNet``, 7 stages, 32-512 features,
+    InstanceNorm, LeakyReLU (what ``nnUNetv2_plan_and_preprocess`` plans for 256x256 2D images)."""
+    from dynamic_network_architectures.architectures.unet import PlainConvUNet
+
+    return PlainConvUNet(
+        input_channels=input_channels,
+        n_stages=7,
+        features_per_stage=(32, 64, 128, 256, 512, 512, 512),
+        conv_op=nn.Conv2d,
+        kernel_sizes=3,
+        strides=((1, 1), (2, 2), (2, 2), (2, 2), (2, 2), (2, 2), (2, 2)),
+        n_conv_per_stage=(2, 2, 2, 2, 2, 2, 2),
+        num_classes=num_classes,
+        n_conv_per_stage_decoder=(2, 2, 2, 2, 2, 2),
+        conv_bias=True,
+        norm_op=nn.InstanceNorm2d,
+        norm_op_kwargs={"eps": 1e-5, "affine": True},
+        nonlin=nn.LeakyReLU,
+        nonlin_kwargs={"inplace": True},
+        deep_supervision=False,
+    )
+
+
+def default_networks_2d(input_channels: int = 3, num_classes: int = 2) -> dict[str, nn.Module]:
+    """nnU-Net's default 2D network and the three lite networks (paper configurations), in eval mode."""
+    from ..architectures import AULUNet, LGMSNet, MedLiteNet
+
+    torch.manual_seed(0)
+    networks = {
+        "nnU-Net default (PlainConvUNet)": nnunet_default_network_2d(input_channels, num_classes),
+        "AULUNet": AULUNet(input_channels, num_classes),
+        "MedLiteNet": MedLiteNet(input_channels, num_classes),
+        "LGMSNet": LGMSNet(input_channels, num_classes),
+    }
+    return {name: net.eval() for name, net in networks.items()}
+
+
+@contextlib.contextmanager
+def _inductor_freezing():
+    import torch._inductor.config as inductor_config
+
+    previous = inductor_config.freezing
+    inductor_config.freezing = True
+    try:
+        yield
+    finally:
+        inductor_config.freezing = previous
+
+
+def prepare_variant(
+    model: nn.Module, variant: str, input_shape: Sequence[int], threads: int, *, allow_spinning: bool = True
+) -> Callable[[], object]:
+    """A zero-argument callable that runs one forward pass of ``model`` in ``variant`` (warmed up, ready to time).
+
+    Args:
+        model: the network (not modified).
+        variant: one of :data:`VARIANTS`.
+        input_shape: ``(B, C, *spatial)``.
+        threads: CPU threads (torch intra-op threads, or the onnxruntime session's).
+        allow_spinning: onnxruntime pool threads may spin while idle (off for shared machines).
+    """
+    x = torch.randn(tuple(input_shape), generator=torch.Generator().manual_seed(0))
+    previous = torch.get_num_threads()
+    torch.set_num_threads(threads)
+    try:
+        if variant == "eager":
+            net = model.eval()
+
+            def run() -> object:
+                with torch.inference_mode():
+                    return net(x)
+
+        elif variant in ("optimized", "compiled"):
+            net = optimize_for_cpu_inference(model)
+            prepare = to_channels_last if has_depthwise_convolutions(net) else (lambda t: t)
+            if variant == "compiled":
+                with _inductor_freezing():
+                    net = torch.compile(net, dynamic=False)
+                    with torch.inference_mode():
+                        net(prepare(x))  # compiles now, not while timing
+
+            def run() -> object:
+                with torch.inference_mode():
+                    return net(prepare(x))
+
+        elif variant == "onnxruntime":
+            from .onnx_runtime import create_session, export_onnx, run_session
+
+            data = export_onnx(optimize_for_cpu_inference(model, for_export=True), x)
+            session = create_session(data, threads, allow_spinning=allow_spinning)
+            array = x.numpy()
+
+            def run() -> object:
+                return run_session(session, array)
+
+        else:
+            raise ValueError(f"unknown variant {variant!r}; choose from {VARIANTS}")
+        for _ in range(2):
+            run()
+    finally:
+        torch.set_num_threads(previous)
+    return run
+
+
+def measure_variant_latency(
+    model: nn.Module, variant: str, input_shape: Sequence[int], threads: int, min_run_time: float = 1.0
+) -> Latency:
+    """CPU fp32 forward latency of ``model`` in one deployment ``variant`` (``torch.utils.benchmark``
+    ``blocked_autorange``; median and IQR), as :class:`nnunet_lite.profiling.Latency` with ``path=variant``."""
+    from torch.utils import benchmark
+
+    run = prepare_variant(model, variant, input_shape, threads, allow_spinning=False)
+    previous = torch.get_num_threads()
+    torch.set_num_threads(threads)
+    try:
+        timer = benchmark.Timer(stmt="run()", globals={"run": run}, num_threads=threads)
+        measurement = timer.blocked_autorange(min_run_time=min_run_time)
+    finally:
+        torch.set_num_threads(previous)
+    return Latency("cpu", "fp32", threads, measurement.median, measurement.iqr, len(measurement.raw_times), variant)
+
+
+@dataclass
+class LatencyStats:
+    """Per-forward latency in seconds: median and interquartile range over the timed blocks (one per round, in
+    round order in ``samples_s``)."""
+
+    median_s: float
+    iqr_s: float
+    blocks: int
+    runs_per_block: int
+    samples_s: list[float]
+
+    def as_dict(self) -> dict:
+        return asdict(self)
+
+
+def measure_latencies(
+    runners: dict[str, Callable[[], object]],
+    threads: int,
+    *,
+    rounds: int = 10,
+    block_seconds: float = 0.5,
+    seed: int = 0,
+) -> dict[str, LatencyStats]:
+    """Times every runner in ``rounds`` interleaved rounds (random order per round) with ``torch.utils.benchmark``.
+
+    Each round times one block of each runner (as many calls as fit in ``block_seconds``, at least one); the
+    reported figure is the median over the blocks, so load changes on a shared machine hit every runner alike.
+    """
+    from torch.utils import benchmark
+
+    previous = torch.get_num_threads()
+    torch.set_num_threads(threads)
+    try:
+        numbers = {}
+        for key, run in runners.items():  # calibration: the fastest of three calls (a busy machine slows some)
+            fastest = math.inf
+            for _ in range(3):
+                start = time.perf_counter()
+                run()
+                fastest = min(fastest, time.perf_counter() - start)
+            numbers[key] = max(1, math.floor(block_seconds / max(fastest, 1e-6)))
+        timers = {
+            key: benchmark.Timer(stmt="run()", globals={"run": run}, num_threads=threads)
+            for key, run in runners.items()
+        }
+        samples: dict[str, list[float]] = {key: [] for key in runners}
+        order = list(runners)
+        rng = random.Random(seed)
+        for _ in range(rounds):
+            rng.shuffle(order)
+            for key in order:
+                samples[key].append(timers[key].timeit(numbers[key]).mean)
+    finally:
+        torch.set_num_threads(previous)
+    out = {}
+    for key, values in samples.items():
+        quartiles = statistics.quantiles(values, n=4) if len(values) > 1 else [values[0]] * 3
+        out[key] = LatencyStats(
+            statistics.median(values), quartiles[2] - quartiles[0], len(values), numbers[key], values
+        )
+    return out
+
+
+def benchmark_latency(
+    networks: dict[str, nn.Module] | None = None,
+    input_shape: Sequence[int] = (1, 3, 256, 256),
+    *,
+    threads: int = 2,
+    variants: Sequence[str] = VARIANTS,
+    rounds: int = 10,
+    block_seconds: float = 0.5,
+    allow_spinning: bool = False,
+    log: Callable[[str], None] | None = print,
+) -> list[dict]:
+    """Latency of every network in every variant, all measured in this process with interleaved rounds.
+
+    Args:
+        networks: name -> network; default :func:`default_networks_2d` (nnU-Net's default first: it is the
+            baseline of the speed-up column).
+        input_shape: ``(B, C, *spatial)``.
+        threads: CPU threads for PyTorch and onnxruntime.
+        variants: subset of :data:`VARIANTS`.
+        rounds: timed blocks per network and variant.
+        block_seconds: approximate length of one timed block.
+        allow_spinning: onnxruntime threads may spin while idle (PyTorch's OpenMP threads follow
+            ``OMP_WAIT_POLICY``, which must be set before torch is imported).
+        log: progress messages (None: silent).
+
+    Returns:
+        One row per network and variant: network, variant, median_ms, iqr_ms, blocks, runs_per_block, params,
+        setup_s (compile or export time), speedup (the first network's eager median divided by this median),
+        speedup_paired (median over rounds of the same ratio taken within each round).
+    """
+    networks = networks if networks is not None else default_networks_2d(input_shape[1])
+    runners, setup = {}, {}
+    for name, net in networks.items():
+        for variant in variants:
+            if log:
+                log(f"preparing {name} / {variant}")
+            start = time.perf_counter()
+            runners[(name, variant)] = prepare_variant(
+                net, variant, input_shape, threads, allow_spinning=allow_spinning
+            )
+            setup[(name, variant)] = time.perf_counter() - start
+    if log:
+        log(f"timing {len(runners)} runners: {rounds} interleaved rounds of ~{block_seconds} s blocks")
+    keyed = {f"{n}\0{v}": run for (n, v), run in runners.items()}
+    stats = measure_latencies(keyed, threads, rounds=rounds, block_seconds=block_seconds)
+    baseline_name = next(iter(networks))
+    baseline_variant = "eager" if "eager" in variants else variants[0]
+    baseline = stats[f"{baseline_name}\0{baseline_variant}"]
+    rows = []
+    for (name, variant), _ in runners.items():
+        s = stats[f"{name}\0{variant}"]
+        # also per round (both timed within seconds of each other), then the median over rounds: steadier than the
+        # ratio of medians when the machine's load drifts, but it need not agree with the medians shown
+        ratios = [b / x for b, x in zip(baseline.samples_s, s.samples_s, strict=True)]
+        rows.append(
+            {
+                "network": name,
+                "variant": variant,
+                "median_ms": s.median_s * 1e3,
+                "iqr_ms": s.iqr_s * 1e3,
+                "blocks": s.blocks,
+                "runs_per_block": s.runs_per_block,
+                "params": sum(p.numel() for p in networks[name].parameters()),
+                "setup_s": setup[(name, variant)],
+                "speedup": baseline.median_s / s.median_s,
+                "speedup_paired": statistics.median(ratios),
+            }
+        )
+    return rows
+
+
+def format_latency_table(rows: list[dict]) -> str:
+    """Markdown table: one row per network, ``median ms (speed-up)`` per variant; the speed-up is relative to the
+    first network's eager latency (nnU-Net's default network in the standard benchmark)."""
+    variants = list(dict.fromkeys(r["variant"] for r in rows))
+    networks = list(dict.fromkeys(r["network"] for r in rows))
+    cell = {(r["network"], r["variant"]): r for r in rows}
+    header = ["network", "params", *[f"{VARIANT_LABELS.get(v, v)} ms (x)" for v in variants], "best x"]
+    lines = ["| " + " | ".join(header) + " |", "|" + "|".join(["---"] + ["---:"] * (len(header) - 1)) + "|"]
+    for name in networks:
+        present = [cell[(name, v)] for v in variants if (name, v) in cell]
+        values = []
+        for v in variants:
+            r = cell.get((name, v))
+            values.append(f"{r['median_ms']:.1f} ({r['speedup']:.1f}x)" if r else "-")
+        best = max(r["speedup"] for r in present)
+        params = present[0]["params"]
+        lines.append(f"| {name} | {params / 1e6:.3f} M | " + " | ".join(values) + f" | **{best:.1f}x** |")
+    return "\n".join(lines)
+
+
+def environment_line(threads: int) -> str:
+    """CPU model, thread count and library versions, for the table caption."""
+    import platform
+
+    cpu = platform.processor() or platform.machine()
+    with contextlib.suppress(OSError):
+        for line in open("/proc/cpuinfo"):
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    versions = [f"torch {torch.__version__}"]
+    with contextlib.suppress(ImportError):
+        import onnxruntime
+
+        versions.append(f"onnxruntime {onnxruntime.__version__}")
+    load = ""
+    with contextlib.suppress(OSError, AttributeError):
+        load = f", load average {os.getloadavg()[0]:.1f} on {os.cpu_count()} logical CPUs"
+    wait = os.environ.get("OMP_WAIT_POLICY", "default")
+    return f"{cpu}, {threads} threads (OMP_WAIT_POLICY={wait}){load}; {', '.join(versions)}"
