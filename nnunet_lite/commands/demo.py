@@ -29,7 +29,7 @@ def run(args: argparse.Namespace) -> int:
 
 
 def add_parser(subparsers: argparse._SubParsersAction) -> None:
-    from ..demo import DEFAULT_TRAINERS
+    from ..demo import DEFAULT_EPOCHS, DEFAULT_ITERATIONS, DEFAULT_TRAINERS
 
     parser = subparsers.add_parser(
         "demo",
@@ -40,8 +40,15 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     )
     parser.add_argument("--work-dir", default="nnunet_lite_demo", help="folder for everything the demo writes")
     parser.add_argument("-tr", "--trainers", nargs="+", default=list(DEFAULT_TRAINERS), help="trainers to compare")
-    parser.add_argument("--epochs", type=int, default=6, help="epochs per trainer (same budget for all)")
-    parser.add_argument("--iterations", type=int, default=20, help="training iterations per epoch")
+    parser.add_argument(
+        "--epochs",
+        type=int,
+        default=DEFAULT_EPOCHS,
+        help="epochs per trainer, same budget for all (default %(default)s)",
+    )
+    parser.add_argument(
+        "--iterations", type=int, default=DEFAULT_ITERATIONS, help="training iterations per epoch (default %(default)s)"
+    )
     parser.add_argument("--num-train", type=int, default=60, help="synthetic training cases")
     parser.add_argument("--num-test", type=int, default=12, help="synthetic test cases")
     parser.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"), help="auto: cuda if available")
