@@ -158,6 +158,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
             formatter_class=argparse.RawDescriptionHelpFormatter,
         )
         _add_common(sub, name, splits)
-        module.add_arguments(sub)
+        if hasattr(module, "add_arguments"):  # options beyond the common ones (e.g. busi --include-normal)
+            module.add_arguments(sub)
         sub.set_defaults(func=run, list=False)
     parser.set_defaults(func=run)

@@ -981,6 +981,58 @@ def convert_2d_dataset(
     return target
 
 
+def convert_registered_2d(
+    name: str,
+    cases: Sequence[Case2D],
+    report: Report,
+    *,
+    label_name: str,
+    reference: str,
+    case_id: Callable[[str], str | None],
+    dataset_id: int,
+    split: str,
+    split_file: str | os.PathLike | None,
+    resize: int | None,
+    mask_threshold: int | None,
+    overwrite: bool,
+    num_workers: int | None,
+    output_root: str | os.PathLike | None,
+    verbose: bool,
+    splits: Sequence[dict[str, list[str]]] | None = None,
+    settings: dict[str, Any] | None = None,
+    check_results: Callable[[Sequence[CaseResult], Report], None] | None = None,
+) -> Path:
+    """:func:`convert_2d_dataset` for a dataset of ``DATASETS``, with the arguments every 2D converter shares.
+
+    Folder name, licence and description come from the dataset's spec; ``splits`` built by the converter for
+    ``split`` win, otherwise ``split_file`` (if given) is read with ``case_id`` against the training cases.
+    """
+    from . import DATASETS
+
+    spec = DATASETS[name]
+    if splits is None and split_file is not None:
+        splits = load_split_file(split_file, case_id, [c.case_id for c in cases if c.subset == "Tr"])
+    return convert_2d_dataset(
+        name=name,
+        folder_name=spec.folder_name,
+        dataset_id=dataset_id,
+        cases=cases,
+        label_name=label_name,
+        reference=reference,
+        license=spec.license,
+        description=spec.title,
+        report=report,
+        options=Options2D(resize=resize, mask_threshold=mask_threshold),
+        splits=splits,
+        overwrite=overwrite,
+        num_workers=num_workers,
+        output_root=output_root,
+        settings={"split": "split file" if split_file is not None else split, **(settings or {})},
+        check_results=check_results,
+        verbose=verbose,
+    )
+
+
 def format_summary(
     target: Path,
     results: Sequence[CaseResult],

@@ -15,7 +15,6 @@ imagesTs_challenge so that imagesTs holds exactly the cases labelsTs scores) and
 
 from __future__ import annotations
 
-import argparse
 import json
 import os
 import re
@@ -283,7 +282,3 @@ def convert_btcv(
         settings=settings,
         verbose=verbose,
     )
-
-
-def add_arguments(parser: argparse.ArgumentParser) -> None:
-    """BTCV has no options beyond the common ones."""

@@ -19,17 +19,16 @@ import re
 from collections import defaultdict
 from pathlib import Path
 
-from . import DATASETS, DEFAULT_IDS
+from . import DEFAULT_IDS
 from ._common import (
     NNUNET_SPLIT,
     SPLITS_DIR,
     Case2D,
     ConversionError,
-    Options2D,
     Report,
     check_split_args,
     child_dir,
-    convert_2d_dataset,
+    convert_registered_2d,
     find_dirs,
     list_files,
     load_split_file,
@@ -200,31 +199,28 @@ def convert_busi(
     else:
         cases = _cases_cmunext(root, include_normal, report)
 
-    training_ids = [c.case_id for c in cases]
     splits = None
     if split == "cmunext":
-        splits = load_split_file(SPLITS_DIR / "busi_cmunext", busi_case_id, training_ids)
-    elif split_file is not None:
-        splits = load_split_file(split_file, busi_case_id, training_ids)
+        splits = load_split_file(SPLITS_DIR / "busi_cmunext", busi_case_id, [c.case_id for c in cases])
 
-    spec = DATASETS["busi"]
-    return convert_2d_dataset(
-        name="busi",
-        folder_name=spec.folder_name,
-        dataset_id=dataset_id,
-        cases=cases,
+    return convert_registered_2d(
+        "busi",
+        cases,
+        report,
         label_name="lesion",
         reference=REFERENCE,
-        license=spec.license,
-        description=spec.title,
-        report=report,
-        options=Options2D(resize=resize, mask_threshold=mask_threshold),
-        splits=splits,
+        case_id=busi_case_id,
+        dataset_id=dataset_id,
+        split=split,
+        split_file=split_file,
+        resize=resize,
+        mask_threshold=mask_threshold,
         overwrite=overwrite,
         num_workers=num_workers,
         output_root=output_root,
-        settings={"split": "split file" if split_file is not None else split, "include_normal": include_normal},
         verbose=verbose,
+        splits=splits,
+        settings={"include_normal": include_normal},
     )
 
 

@@ -12,26 +12,23 @@ The README maps frames to 29 video sequences; ``split="sequence"`` writes 5 vide
 
 from __future__ import annotations
 
-import argparse
 import os
 import re
 from collections import defaultdict
 from pathlib import Path
 
-from . import DATASETS, DEFAULT_IDS
+from . import DEFAULT_IDS
 from ._common import (
     IMAGE_SUFFIXES,
     NNUNET_SPLIT,
     Case2D,
     ConversionError,
-    Options2D,
     Report,
     check_split_args,
     child_dir,
-    convert_2d_dataset,
+    convert_registered_2d,
     find_dirs,
     list_files,
-    load_split_file,
     pair_files,
     require_source,
 )
@@ -176,29 +173,22 @@ def convert_cvc_clinicdb(
             {"train": [c for c, f in folds.items() if f != k], "val": [c for c, f in folds.items() if f == k]}
             for k in range(NUM_SEQUENCE_FOLDS)
         ]
-    elif split_file is not None:
-        splits = load_split_file(split_file, cvc_case_id, [c.case_id for c in cases])
 
-    spec = DATASETS["cvc-clinicdb"]
-    return convert_2d_dataset(
-        name="cvc-clinicdb",
-        folder_name=spec.folder_name,
-        dataset_id=dataset_id,
-        cases=cases,
+    return convert_registered_2d(
+        "cvc-clinicdb",
+        cases,
+        report,
         label_name="polyp",
         reference=REFERENCE,
-        license=spec.license,
-        description=spec.title,
-        report=report,
-        options=Options2D(resize=resize, mask_threshold=mask_threshold),
-        splits=splits,
+        case_id=cvc_case_id,
+        dataset_id=dataset_id,
+        split=split,
+        split_file=split_file,
+        resize=resize,
+        mask_threshold=mask_threshold,
         overwrite=overwrite,
         num_workers=num_workers,
         output_root=output_root,
-        settings={"split": "split file" if split_file is not None else split},
         verbose=verbose,
+        splits=splits,
     )
-
-
-def add_arguments(parser: argparse.ArgumentParser) -> None:
-    """CVC-ClinicDB has no options beyond the common ones."""

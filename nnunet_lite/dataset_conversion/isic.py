@@ -10,24 +10,21 @@ writes it as fold 0 of ``splits_final.json``; ``"trainval"`` and ``"all"`` pool 
 
 from __future__ import annotations
 
-import argparse
 import os
 import re
 from pathlib import Path
 
-from . import DATASETS, DEFAULT_IDS
+from . import DEFAULT_IDS
 from ._common import (
     NNUNET_SPLIT,
     Case2D,
     ConversionError,
-    Options2D,
     Report,
     check_split_args,
-    convert_2d_dataset,
+    convert_registered_2d,
     describe_found,
     find_folders,
     list_files,
-    load_split_file,
     pair_files,
     require_source,
 )
@@ -157,7 +154,6 @@ def _convert_isic(
         cases += [Case2D(cid, image, ms, subset=subset, part=part) for cid, image, ms in pairs]
         report.notes.append(f"{part} set from {image_dir.name} + {gt_dir.name}")
 
-    training_ids = [c.case_id for c in cases if c.subset == "Tr"]
     splits = None
     if split == "official":
         validation = [c.case_id for c in cases if c.part == "validation"]
@@ -168,27 +164,24 @@ def _convert_isic(
                 hint="unpack the validation zips next to the training ones, or use the default split",
             )
         splits = [{"train": [c.case_id for c in cases if c.part == "training"], "val": validation}]
-    elif split_file is not None:
-        splits = load_split_file(split_file, isic_case_id, training_ids)
 
-    spec = DATASETS[name]
-    return convert_2d_dataset(
-        name=name,
-        folder_name=spec.folder_name,
-        dataset_id=dataset_id,
-        cases=cases,
+    return convert_registered_2d(
+        name,
+        cases,
+        report,
         label_name="lesion",
         reference=_REFERENCES[name],
-        license=spec.license,
-        description=spec.title,
-        report=report,
-        options=Options2D(resize=resize, mask_threshold=mask_threshold),
-        splits=splits,
+        case_id=isic_case_id,
+        dataset_id=dataset_id,
+        split=split,
+        split_file=split_file,
+        resize=resize,
+        mask_threshold=mask_threshold,
         overwrite=overwrite,
         num_workers=num_workers,
         output_root=output_root,
-        settings={"split": "split file" if split_file is not None else split},
         verbose=verbose,
+        splits=splits,
     )
 
 
@@ -291,7 +284,3 @@ def convert_isic2017(
         output_root=output_root,
         verbose=verbose,
     )
-
-
-def add_arguments(parser: argparse.ArgumentParser) -> None:
-    """ISIC has no options beyond the common ones."""

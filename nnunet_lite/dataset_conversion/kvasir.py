@@ -9,29 +9,26 @@ the dataset is reported).
 
 from __future__ import annotations
 
-import argparse
 import json
 import os
 from collections import defaultdict
 from collections.abc import Sequence
 from pathlib import Path
 
-from . import DATASETS, DEFAULT_IDS
+from . import DEFAULT_IDS
 from ._common import (
     IMAGE_SUFFIXES,
     NNUNET_SPLIT,
     Case2D,
     CaseResult,
     ConversionError,
-    Options2D,
     Report,
     check_split_args,
     child_dir,
-    convert_2d_dataset,
+    convert_registered_2d,
     find_one_dir,
     has_images,
     list_files,
-    load_split_file,
     pair_files,
     require_source,
     sanitize_id,
@@ -141,10 +138,6 @@ def convert_kvasir(
         if len(cases) < len(listed):
             report.notes.append(f"SOURCE holds {len(cases)} of the {len(listed)} images listed in kavsir_bboxes.json")
 
-    splits = None
-    if split_file is not None:
-        splits = load_split_file(split_file, kvasir_case_id, [c.case_id for c in cases])
-
     def check_sizes(results: Sequence[CaseResult], report: Report) -> None:
         if bboxes is None:
             return
@@ -161,27 +154,21 @@ def convert_kvasir(
         else:
             report.notes.append("all image sizes match kavsir_bboxes.json")
 
-    spec = DATASETS["kvasir"]
-    return convert_2d_dataset(
-        name="kvasir",
-        folder_name=spec.folder_name,
-        dataset_id=dataset_id,
-        cases=cases,
+    return convert_registered_2d(
+        "kvasir",
+        cases,
+        report,
         label_name="polyp",
         reference=REFERENCE,
-        license=spec.license,
-        description=spec.title,
-        report=report,
-        options=Options2D(resize=resize, mask_threshold=mask_threshold),
-        splits=splits,
+        case_id=kvasir_case_id,
+        dataset_id=dataset_id,
+        split=split,
+        split_file=split_file,
+        resize=resize,
+        mask_threshold=mask_threshold,
         overwrite=overwrite,
         num_workers=num_workers,
         output_root=output_root,
-        settings={"split": "split file" if split_file is not None else split},
-        check_results=check_sizes,
         verbose=verbose,
+        check_results=check_sizes,
     )
-
-
-def add_arguments(parser: argparse.ArgumentParser) -> None:
-    """Kvasir-SEG has no options beyond the common ones."""

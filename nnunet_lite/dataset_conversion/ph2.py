@@ -8,25 +8,22 @@ BMPs except a few 24-bit RGB ones (IMD002); both become {0, 1}. All 200 cases go
 
 from __future__ import annotations
 
-import argparse
 import os
 import re
 from pathlib import Path
 
-from . import DATASETS, DEFAULT_IDS
+from . import DEFAULT_IDS
 from ._common import (
     IMAGE_SUFFIXES,
     NNUNET_SPLIT,
     Case2D,
     ConversionError,
-    Options2D,
     Report,
     check_split_args,
     child_dir,
-    convert_2d_dataset,
+    convert_registered_2d,
     find_one_dir,
     list_files,
-    load_split_file,
     require_source,
 )
 
@@ -132,30 +129,20 @@ def convert_ph2(
     if roi:
         report.notes.append(f"colour-class masks (IMDxxx_roi, {roi} cases) are not used")
 
-    splits = None
-    if split_file is not None:
-        splits = load_split_file(split_file, ph2_case_id, [c.case_id for c in cases])
-
-    spec = DATASETS["ph2"]
-    return convert_2d_dataset(
-        name="ph2",
-        folder_name=spec.folder_name,
-        dataset_id=dataset_id,
-        cases=cases,
+    return convert_registered_2d(
+        "ph2",
+        cases,
+        report,
         label_name="lesion",
         reference=REFERENCE,
-        license=spec.license,
-        description=spec.title,
-        report=report,
-        options=Options2D(resize=resize, mask_threshold=mask_threshold),
-        splits=splits,
+        case_id=ph2_case_id,
+        dataset_id=dataset_id,
+        split=split,
+        split_file=split_file,
+        resize=resize,
+        mask_threshold=mask_threshold,
         overwrite=overwrite,
         num_workers=num_workers,
         output_root=output_root,
-        settings={"split": "split file" if split_file is not None else split},
         verbose=verbose,
     )
-
-
-def add_arguments(parser: argparse.ArgumentParser) -> None:
-    """PH2 has no options beyond the common ones."""

@@ -9,28 +9,25 @@ sample; LGMSNet's three 2550/1094 lists (``tuscui_{train,val}{1,2,3}.txt``, bare
 
 from __future__ import annotations
 
-import argparse
 import csv
 import os
 import re
 from collections import defaultdict
 from pathlib import Path
 
-from . import DATASETS, DEFAULT_IDS
+from . import DEFAULT_IDS
 from ._common import (
     IMAGE_SUFFIXES,
     NNUNET_SPLIT,
     Case2D,
     ConversionError,
-    Options2D,
     Report,
     check_split_args,
     child_dir,
-    convert_2d_dataset,
+    convert_registered_2d,
     find_one_dir,
     has_images,
     list_files,
-    load_split_file,
     pair_files,
     require_source,
 )
@@ -145,30 +142,20 @@ def convert_tn_scui(
     cats = _categories(root, report)
     cases = [Case2D(cid, image, ms, group=cats.get(cid)) for cid, image, ms in pairs]
 
-    splits = None
-    if split_file is not None:
-        splits = load_split_file(split_file, tnscui_case_id, [c.case_id for c in cases])
-
-    spec = DATASETS["tn-scui"]
-    return convert_2d_dataset(
-        name="tn-scui",
-        folder_name=spec.folder_name,
-        dataset_id=dataset_id,
-        cases=cases,
+    return convert_registered_2d(
+        "tn-scui",
+        cases,
+        report,
         label_name="nodule",
         reference=REFERENCE,
-        license=spec.license,
-        description=spec.title,
-        report=report,
-        options=Options2D(resize=resize, mask_threshold=mask_threshold),
-        splits=splits,
+        case_id=tnscui_case_id,
+        dataset_id=dataset_id,
+        split=split,
+        split_file=split_file,
+        resize=resize,
+        mask_threshold=mask_threshold,
         overwrite=overwrite,
         num_workers=num_workers,
         output_root=output_root,
-        settings={"split": "split file" if split_file is not None else split},
         verbose=verbose,
     )
-
-
-def add_arguments(parser: argparse.ArgumentParser) -> None:
-    """TN-SCUI has no options beyond the common ones."""
