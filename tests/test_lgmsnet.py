@@ -56,17 +56,6 @@ def test_short_plans_are_padded_with_stride_one():
     assert net(torch.randn(1, 1, 16, 16)).shape == (1, 2, 16, 16)
 
 
-def test_impossible_input_size_fails_early_with_actionable_message():
-    net = LGMSNet(3, 2)
-    with pytest.raises(ValueError, match=r"axis 1: 48 is not divisible by 32.*multiple of \(32, 32\)"):
-        net(torch.randn(1, 3, 64, 48))
-
-
-def test_deep_supervision_is_refused():
-    with pytest.raises(ValueError, match="no deep supervision"):
-        LGMSNet(3, 2, deep_supervision=True)
-
-
 @pytest.mark.parametrize("patch", [(2, 2), (1, 2)])
 def test_token_grouping_roundtrip_and_sparsity(patch):
     x = torch.arange(2 * 3 * 4 * 6, dtype=torch.float32).reshape(2, 3, 4, 6)
@@ -82,9 +71,3 @@ def test_blocks_in_2d_and_3d():
         norm = nn.BatchNorm2d if conv_op is nn.Conv2d else nn.InstanceNorm3d
         assert LMS(conv_op, 16, norm)(torch.randn(shape)).shape == shape
         assert GMS(conv_op, 16, 32, norm)(torch.randn(shape)).shape == (shape[0], 32, *shape[2:])
-
-
-def test_logits_not_probabilities():
-    torch.manual_seed(0)
-    out = LGMSNet(3, 2).eval()(torch.randn(1, 3, 64, 64) * 5)
-    assert out.min() < 0 or out.max() > 1

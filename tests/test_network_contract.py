@@ -1,0 +1,64 @@
+"""What every nnunet_lite network promises nnU-Net, checked for all three architectures at once.
+
+Architecture-specific behaviour (parameter counts, blocks, strides, recipes) lives in test_<architecture>.py.
+"""
+
+from types import SimpleNamespace
+
+import pytest
+import torch
+
+from nnunet_lite.architectures import AULUNet, LGMSNet, MedLiteNet
+from nnunet_lite.trainers import TRAINERS
+
+ARCHITECTURES = (LGMSNet, AULUNet, MedLiteNet)
+# nnU-Net 3d_fullres-like anisotropic plan: no pooling through-plane in the first two pools
+ANISOTROPIC_PLAN = ([16, 64, 96], [[1, 1, 1], [1, 2, 2], [1, 2, 2], [2, 2, 2], [2, 2, 2], [2, 2, 2]])
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _one_thread():
+    """Tensors here are tiny: intra-op threads cost more than they save and stall badly on a shared, busy CPU."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+def trainer_for(architecture: type) -> type:
+    return TRAINERS[f"nnUNetTrainer{architecture.__name__}"]
+
+
+def configuration(patch_size: list[int], pools: list[list[int]]) -> SimpleNamespace:
+    return SimpleNamespace(patch_size=patch_size, pool_op_kernel_sizes=pools, data_identifier="stub_3d_fullres")
+
+
+@pytest.mark.parametrize("architecture", ARCHITECTURES, ids=lambda a: a.__name__)
+def test_impossible_input_size_fails_early_with_actionable_message(architecture):
+    net = architecture(3, 2)
+    assert net.required_divisor() == (32, 32)  # five 2x2 poolings, or four plus LGMSNet's 2x2 token patches
+    with pytest.raises(ValueError, match=r"axis 1: 48 is not divisible by 32.*multiple of \(32, 32\)"):
+        net(torch.randn(1, 3, 64, 48))
+
+
+@pytest.mark.parametrize("architecture", ARCHITECTURES, ids=lambda a: a.__name__)
+def test_deep_supervision_is_refused(architecture):
+    with pytest.raises(ValueError, match="no deep supervision"):
+        architecture(3, 2, deep_supervision=True)
+
+
+@pytest.mark.parametrize("architecture", ARCHITECTURES, ids=lambda a: a.__name__)
+def test_logits_not_probabilities(architecture):
+    torch.manual_seed(0)
+    out = architecture(3, 2).eval()(torch.randn(1, 3, 64, 64) * 5)
+    assert out.min() < 0 or out.max() > 1
+
+
+@pytest.mark.parametrize("architecture", ARCHITECTURES, ids=lambda a: a.__name__)
+def test_trainer_builds_network_from_anisotropic_plans_and_rejects_bad_patch(architecture):
+    trainer = trainer_for(architecture)
+    net = trainer.build_network_architecture(None, configuration(*ANISOTROPIC_PLAN), 1, 2)
+    assert isinstance(net, architecture) and net.strides[0] == (1, 2, 2)
+    bad_patch = [12, 64, 96] if architecture is not LGMSNet else [16, 60, 96]
+    with pytest.raises(ValueError, match=rf"{trainer.__name__} cannot be built.*patch_size=.*Edit patch_size"):
+        trainer.build_network_architecture(None, configuration(bad_patch, ANISOTROPIC_PLAN[1]), 1, 2)
