@@ -317,6 +317,28 @@ def list_files(folder: Path, report: Report | None = None) -> list[Path]:
     return files
 
 
+def index_cases(
+    folder: Path, report: Report, case_id_or_reason: Callable[[Path], tuple[str | None, str]]
+) -> dict[str, Path]:
+    """Case ID -> file for the files of ``folder``.
+
+    ``case_id_or_reason(path)`` returns ``(case_id, "")``, or ``(None, reason)`` for a file that is no case (it is
+    reported under ``reason``, e.g. "non-image files"). Two files with the same case ID are an error naming both.
+    """
+    found: dict[str, Path] = {}
+    for path in list_files(folder, report):
+        case_id, reason = case_id_or_reason(path)
+        if case_id is None:
+            report.ignore(path, reason)
+            continue
+        if case_id in found:
+            raise ConversionError(
+                f"duplicate case ID {case_id}: also {found[case_id].name}", path, hint="remove one of the two files"
+            )
+        found[case_id] = path
+    return found
+
+
 def has_images(folder: Path) -> bool:
     try:
         return any(p.suffix.lower() in IMAGE_SUFFIXES and _visible(p) for p in folder.iterdir() if p.is_file())

@@ -26,7 +26,7 @@ from ._common import (
     convert_registered_2d,
     find_one_dir,
     has_images,
-    list_files,
+    index_cases,
     pair_files,
     require_source,
     sanitize_id,
@@ -68,18 +68,14 @@ def _is_root(d: Path) -> bool:
     return image_dir is not None and gt_dir is not None and has_images(image_dir) and has_images(gt_dir)
 
 
-def _list(folder: Path, report: Report, masks: bool) -> dict[str, Path]:
-    found: dict[str, Path] = {}
-    for path in list_files(folder, report):
-        if path.suffix.lower() not in IMAGE_SUFFIXES:
-            report.ignore(path, "non-image files")
-            continue
-        stem = _MASK_SUFFIX.sub("", path.stem) if masks else path.stem
-        case_id = "busb_" + sanitize_id(stem)
-        if case_id in found:
-            raise ConversionError(f"duplicate case ID {case_id}: also {found[case_id].name}", path, hint="remove one")
-        found[case_id] = path
-    return found
+def _image_id(path: Path) -> tuple[str | None, str]:
+    if path.suffix.lower() not in IMAGE_SUFFIXES:
+        return None, "non-image files"
+    return "busb_" + sanitize_id(path.stem), ""
+
+
+def _mask_id(path: Path) -> tuple[str | None, str]:
+    return _image_id(path.with_name(_MASK_SUFFIX.sub("", path.stem) + path.suffix))
 
 
 def convert_bus_b(
@@ -122,8 +118,8 @@ def convert_bus_b(
         source, _is_root, "BUS Dataset B folder", "BUS_Dataset_B/original/<n>.png + BUS_Dataset_B/GT/<n>.png"
     )
     image_dir, gt_dir = _image_dir(root), _gt_dir(root)
-    images = _list(image_dir, report, masks=False)
-    masks = defaultdict(list, {k: [v] for k, v in _list(gt_dir, report, masks=True).items()})
+    images = index_cases(image_dir, report, _image_id)
+    masks = defaultdict(list, {k: [v] for k, v in index_cases(gt_dir, report, _mask_id).items()})
     pairs = pair_files(images, masks, image_dir, gt_dir, lambda p: p.name)
     cases = [Case2D(cid, image, ms) for cid, image, ms in pairs]
 

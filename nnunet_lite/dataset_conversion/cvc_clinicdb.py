@@ -28,7 +28,7 @@ from ._common import (
     child_dir,
     convert_registered_2d,
     find_dirs,
-    list_files,
+    index_cases,
     pair_files,
     require_source,
 )
@@ -76,20 +76,12 @@ def _has_tiffs(d: Path) -> bool:
     return any(p.suffix.lower() in (".tif", ".tiff") for p in child_dir(d, "Original").iterdir())
 
 
-def _list(folder: Path, report: Report) -> dict[str, Path]:
-    found: dict[str, Path] = {}
-    for path in list_files(folder, report):
-        if path.suffix.lower() not in IMAGE_SUFFIXES:
-            report.ignore(path, "non-image files")
-            continue
-        if not path.stem.isdigit():
-            report.ignore(path, "images not named <frame number>")
-            continue
-        case_id = f"cvc_{int(path.stem):04d}"
-        if case_id in found:
-            raise ConversionError(f"duplicate case ID {case_id}: also {found[case_id].name}", path, hint="remove one")
-        found[case_id] = path
-    return found
+def _frame_id(path: Path) -> tuple[str | None, str]:
+    if path.suffix.lower() not in IMAGE_SUFFIXES:
+        return None, "non-image files"
+    if not path.stem.isdigit():
+        return None, "images not named <frame number>"
+    return f"cvc_{int(path.stem):04d}", ""
 
 
 def convert_cvc_clinicdb(
@@ -150,8 +142,8 @@ def convert_cvc_clinicdb(
         )
     root = roots[0]
     image_dir, gt_dir = child_dir(root, "Original"), _gt_dir(root)
-    images = _list(image_dir, report)
-    masks = defaultdict(list, {k: [v] for k, v in _list(gt_dir, report).items()})
+    images = index_cases(image_dir, report, _frame_id)
+    masks = defaultdict(list, {k: [v] for k, v in index_cases(gt_dir, report, _frame_id).items()})
     pairs = pair_files(images, masks, image_dir, gt_dir, lambda p: p.name)
     sequences = {case_id: sequence_of(int(case_id[4:])) for case_id, _, _ in pairs}
     cases = [

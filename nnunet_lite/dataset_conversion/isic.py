@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import os
 import re
+from collections.abc import Callable
 from pathlib import Path
 
 from . import DEFAULT_IDS
@@ -24,7 +25,7 @@ from ._common import (
     convert_registered_2d,
     describe_found,
     find_folders,
-    list_files,
+    index_cases,
     pair_files,
     require_source,
 )
@@ -74,28 +75,17 @@ def isic_case_id(token: str) -> str | None:
     return f"ISIC_{m.group(1)}" if m else None
 
 
-def _list(folder: Path, pattern: re.Pattern, report: Report) -> dict[str, Path]:
-    found: dict[str, Path] = {}
-    for path in list_files(folder, report):
+def _case_id_by(pattern: re.Pattern) -> Callable[[Path], tuple[str | None, str]]:
+    def case_id(path: Path) -> tuple[str | None, str]:
         m = pattern.match(path.name)
-        if m is None:
-            name = path.name.lower()
-            if name.endswith("_superpixels.png"):
-                report.ignore(path, "*_superpixels.png files")
-            elif name.endswith(".csv"):
-                report.ignore(path, "metadata CSV files")
-            else:
-                report.ignore(path, "other files")
-            continue
-        case_id = f"ISIC_{m.group(1)}"
-        if case_id in found:
-            raise ConversionError(
-                f"duplicate case ID {case_id}: also {found[case_id].name}",
-                path,
-                hint="remove one of the two files",
-            )
-        found[case_id] = path
-    return found
+        if m is not None:
+            return f"ISIC_{m.group(1)}", ""
+        name = path.name.lower()
+        if name.endswith("_superpixels.png"):
+            return None, "*_superpixels.png files"
+        return None, "metadata CSV files" if name.endswith(".csv") else "other files"
+
+    return case_id
 
 
 def _convert_isic(
@@ -140,7 +130,7 @@ def _convert_isic(
         if image_dir is None:
             report.skip(f"{part} set", f"{gt_name} found, but not {image_name}")
             continue
-        images = _list(image_dir, IMAGE_RE, report)
+        images = index_cases(image_dir, report, _case_id_by(IMAGE_RE))
         if gt_dir is None:
             report.skip(f"{part} set ({len(images)} images)", f"no ground truth ({gt_name} not found)")
             continue
@@ -148,7 +138,7 @@ def _convert_isic(
             raise ConversionError(
                 "no ISIC_<id>.jpg images in this folder", image_dir, hint="check that the zip was unpacked completely"
             )
-        masks = {k: [v] for k, v in _list(gt_dir, MASK_RE, report).items()}
+        masks = {k: [v] for k, v in index_cases(gt_dir, report, _case_id_by(MASK_RE)).items()}
         pairs = pair_files(images, masks, image_dir, gt_dir, lambda p: f"{p.stem}_segmentation.png")
         subset = _PLACEMENT[split][part]
         cases += [Case2D(cid, image, ms, subset=subset, part=part) for cid, image, ms in pairs]

@@ -28,7 +28,7 @@ from ._common import (
     convert_registered_2d,
     find_one_dir,
     has_images,
-    list_files,
+    index_cases,
     pair_files,
     require_source,
     sanitize_id,
@@ -60,17 +60,10 @@ def _is_root(d: Path) -> bool:
     return images is not None and masks is not None and has_images(images) and has_images(masks)
 
 
-def _list(folder: Path, report: Report) -> dict[str, Path]:
-    found: dict[str, Path] = {}
-    for path in list_files(folder, report):
-        if path.suffix.lower() not in _JPEG_OR_PNG:
-            report.ignore(path, "non-image files")
-            continue
-        case_id = sanitize_id(path.stem)
-        if case_id in found:
-            raise ConversionError(f"duplicate case ID {case_id}: also {found[case_id].name}", path, hint="remove one")
-        found[case_id] = path
-    return found
+def _case_id(path: Path) -> tuple[str | None, str]:
+    if path.suffix.lower() not in _JPEG_OR_PNG:
+        return None, "non-image files"
+    return sanitize_id(path.stem), ""
 
 
 def _check_bboxes(root: Path, report: Report) -> dict | None:
@@ -124,8 +117,8 @@ def convert_kvasir(
     report = Report()
     root = find_one_dir(source, _is_root, "Kvasir-SEG folder", "Kvasir-SEG/images/<id>.jpg + Kvasir-SEG/masks/<id>.jpg")
     image_dir, mask_dir = child_dir(root, "images"), child_dir(root, "masks")
-    images = _list(image_dir, report)
-    masks = defaultdict(list, {k: [v] for k, v in _list(mask_dir, report).items()})
+    images = index_cases(image_dir, report, _case_id)
+    masks = defaultdict(list, {k: [v] for k, v in index_cases(mask_dir, report, _case_id).items()})
     pairs = pair_files(images, masks, image_dir, mask_dir, lambda p: p.name)
     cases = [Case2D(cid, image, ms) for cid, image, ms in pairs]
 

@@ -27,7 +27,7 @@ from ._common import (
     convert_registered_2d,
     find_one_dir,
     has_images,
-    list_files,
+    index_cases,
     pair_files,
     require_source,
 )
@@ -59,20 +59,12 @@ def _is_root(d: Path) -> bool:
     return image_dir is not None and mask_dir is not None and has_images(image_dir) and has_images(mask_dir)
 
 
-def _list(folder: Path, report: Report) -> dict[str, Path]:
-    found: dict[str, Path] = {}
-    for path in list_files(folder, report):
-        if path.suffix.lower() not in IMAGE_SUFFIXES:
-            report.ignore(path, "non-image files")
-            continue
-        if not path.stem.isdigit():
-            report.ignore(path, "images not named <integer ID>")
-            continue
-        case_id = f"tnscui_{int(path.stem):04d}"
-        if case_id in found:
-            raise ConversionError(f"duplicate case ID {case_id}: also {found[case_id].name}", path, hint="remove one")
-        found[case_id] = path
-    return found
+def _case_id(path: Path) -> tuple[str | None, str]:
+    if path.suffix.lower() not in IMAGE_SUFFIXES:
+        return None, "non-image files"
+    if not path.stem.isdigit():
+        return None, "images not named <integer ID>"
+    return f"tnscui_{int(path.stem):04d}", ""
 
 
 def _categories(root: Path, report: Report) -> dict[str, str]:
@@ -134,10 +126,10 @@ def convert_tn_scui(
     report = Report()
     root = find_one_dir(source, _is_root, "TN-SCUI folder", "image/<ID>.PNG + mask/<ID>.PNG")
     image_dir, mask_dir = _image_dir(root), _mask_dir(root)
-    images = _list(image_dir, report)
+    images = index_cases(image_dir, report, _case_id)
     if not images:
         raise ConversionError("no images named <integer ID>.PNG", image_dir, hint="pass the TN-SCUI training folder")
-    masks = defaultdict(list, {k: [v] for k, v in _list(mask_dir, report).items()})
+    masks = defaultdict(list, {k: [v] for k, v in index_cases(mask_dir, report, _case_id).items()})
     pairs = pair_files(images, masks, image_dir, mask_dir, lambda p: p.name)
     cats = _categories(root, report)
     cases = [Case2D(cid, image, ms, group=cats.get(cid)) for cid, image, ms in pairs]
