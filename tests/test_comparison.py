@@ -240,6 +240,12 @@ def test_compare_table_folds_statistics_and_pooled_dice(results, zeroshot, train
 
     assert cli(*args) == 1  # the output folder exists: no silent overwrite
 
+    # one model alone: its table, and no empty statistics table
+    single = tmp_path / "single"
+    assert cli("compare", "-d", DATASET, "-c", "2d", "-f", "0", "-tr", LITE, "-o", single) == 0
+    text = (single / "comparison.md").read_text()
+    assert f"| **{LITE}** |" in text and "No paired statistics" in text and "Wilcoxon W" not in text
+
 
 @pytest.mark.slow
 def test_profile_dataset_plans_shape_and_predictor(trained, tmp_path):

@@ -97,18 +97,18 @@ def markdown(comparison: Comparison, command: str | None = None) -> str:
         if r["model"] != base and not pd.isna(r.get("n_pairs"))
     ]
     source_text = "validation cases of all folds" if comparison.stats_on == CV else comparison.stats_on
-    lines = [
-        f"# Comparison: {comparison.dataset}, configuration {comparison.configuration}",
-        "",
-        markdown_table(header, rows),
-        "",
-        f"Paired against **{base}** on {source_text} (per-case foreground Dice, pairs matched by fold and case):",
-        "",
-        markdown_table(
-            ["model", "pairs", "mean ΔDice", "95% CI (bootstrap)", "Wilcoxon W", "p", "p (Holm)"], stats_rows
-        ),
-        "",
-    ]
+    lines = [f"# Comparison: {comparison.dataset}, configuration {comparison.configuration}", ""]
+    lines += [markdown_table(header, rows), ""]
+    if stats_rows:
+        stats_header = ["model", "pairs", "mean ΔDice", "95% CI (bootstrap)", "Wilcoxon W", "p", "p (Holm)"]
+        lines += [
+            f"Paired against **{base}** on {source_text} (per-case foreground Dice, pairs matched by fold and case):",
+            "",
+            markdown_table(stats_header, stats_rows),
+            "",
+        ]
+    else:
+        lines += [f"No paired statistics: no other model shares cases with the baseline **{base}**.", ""]
     labels = comparison.label_table
     if labels["label"].nunique() > 1:
         label_rows = [
