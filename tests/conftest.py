@@ -37,6 +37,18 @@ class nnUNetTrainerLGMSNet_test3d(nnUNetTrainerLGMSNet):
 """
 
 
+@pytest.fixture(scope="module")
+def one_thread():
+    """Tiny tensors: intra-op threads cost more than they save and stall badly on a shared, busy CPU.
+    Use with ``pytestmark = pytest.mark.usefixtures("one_thread")``."""
+    import torch
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
 @pytest.fixture(scope="session")
 def nnunet_env(tmp_path_factory):
     """nnU-Net folders in a temporary directory and the environment the real nnU-Net commands need (CPU-friendly)."""

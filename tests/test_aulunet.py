@@ -16,13 +16,7 @@ from nnunet_lite.trainers.nnUNetTrainerAULUNet import (
 ANISOTROPIC_PLAN = ([16, 64, 96], [[1, 1, 1], [1, 2, 2], [1, 2, 2], [2, 2, 2], [2, 2, 2], [2, 2, 2]])
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """Tensors here are tiny: intra-op threads cost more than they save and stall badly on a shared, busy CPU."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def num_params(module: nn.Module) -> int:

@@ -37,13 +37,7 @@ SHAPES = {"2d": (nn.Conv2d, (2, 3, 64, 64)), "3d": (nn.Conv3d, (2, 1, 32, 32, 32
 RTOL = 1e-4
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """Tiny tensors: intra-op threads cost more than they save and stall badly on a shared, busy CPU."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.fixture
