@@ -29,7 +29,7 @@ class nnUNetTrainerAULUNet_test(nnUNetTrainerAULUNet_paper):
 
 
 class nnUNetTrainerMedLiteNet_test(nnUNetTrainerMedLiteNet):
-    hyperparameters = SHORT
+    hyperparameters = {**SHORT, "num_iterations_per_epoch": 40}  # cheap per iteration; past its over-segmenting phase
 
 
 class nnUNetTrainerLGMSNet_test3d(nnUNetTrainerLGMSNet):

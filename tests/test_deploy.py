@@ -271,7 +271,7 @@ def test_sidecar_describes_regions_and_ct_normalisation():
 # --- a model trained with the stock nnU-Net commands: export, sidecar, predict ----------------------------------
 
 DATASET_ID = "921"
-TRAINER = "nnUNetTrainerMedLiteNet_test"  # conftest: 3 epochs x 20 iterations; learns visible lesions
+TRAINER = "nnUNetTrainerMedLiteNet_test"  # conftest: 3 epochs x 40 iterations; learns visible lesions
 
 
 @pytest.fixture(scope="module")
