@@ -802,17 +802,21 @@ def _describe_size_mismatch(image_hw: tuple[int, int], mask_hw: tuple[int, int])
     return text
 
 
-def convert_case_2d(job: tuple[Case2D, Path, Options2D]) -> CaseResult:
-    """Worker: read, check, binarise, OR-merge, optionally resize, and write one case as lossless PNG."""
-    case, out_dir, options = job
+def _naming_the_case(convert: Callable[[Any, Path, Any], R], case: Case2D | Case3D, out_dir: Path, options: Any) -> R:
+    """Runs ``convert(case, out_dir, options)``; any unexpected exception becomes a ConversionError naming the case."""
     try:
-        return _convert_case_2d(case, out_dir, options)
+        return convert(case, out_dir, options)
     except ConversionError:
         raise
-    except Exception as e:  # name the case in anything unexpected
+    except Exception as e:
         raise ConversionError(
             f"unexpected {type(e).__name__} while converting case {case.case_id}: {e}", case.image
         ) from e
+
+
+def convert_case_2d(job: tuple[Case2D, Path, Options2D]) -> CaseResult:
+    """Worker: read, check, binarise, OR-merge, optionally resize, and write one case as lossless PNG."""
+    return _naming_the_case(_convert_case_2d, *job)
 
 
 def _convert_case_2d(case: Case2D, out_dir: Path, options: Options2D) -> CaseResult:
@@ -1440,15 +1444,7 @@ def _label_values(path: Path, options: Options3D, image: Geometry) -> tuple[int,
 
 def convert_case_3d(job: tuple[Case3D, Path, Options3D]) -> CaseResult3D:
     """Worker: check one case (complete files, 3D single-channel image, label grid and values) and copy it."""
-    case, out_dir, options = job
-    try:
-        return _convert_case_3d(case, out_dir, options)
-    except ConversionError:
-        raise
-    except Exception as e:  # name the case in anything unexpected
-        raise ConversionError(
-            f"unexpected {type(e).__name__} while converting case {case.case_id}: {e}", case.image
-        ) from e
+    return _naming_the_case(_convert_case_3d, *job)
 
 
 def _convert_case_3d(case: Case3D, out_dir: Path, options: Options3D) -> CaseResult3D:
