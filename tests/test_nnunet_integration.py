@@ -20,7 +20,7 @@ pytestmark = pytest.mark.slow
 TRAINERS_2D = ("nnUNetTrainerLGMSNet_test", "nnUNetTrainerAULUNet_test", "nnUNetTrainerMedLiteNet_test")
 # Validation Dice after the short budget: above the 0 of a network that predicts only background and the ~0.19 of one
 # that predicts everything as lesion (lesions cover ~10 % of these images); nnU-Net fixes no seeds, and a run still
-# over-segmenting at this point scored 0.39 (FN 0), so the bar is 0.3, not higher.
+# over-segmenting after 60 iterations scored 0.39 (FN 0), so the bar is 0.3, not higher.
 # AULUNet: 0 (only its loss must fall). On 12 cases it predicts foreground in some short runs and not in others
 # (validation Dice 0.007-0.4 observed), the start-up effect documented in the README for tiny networks.
 MIN_DICE = {"nnUNetTrainerLGMSNet_test": 0.3, "nnUNetTrainerAULUNet_test": 0.0, "nnUNetTrainerMedLiteNet_test": 0.3}
@@ -43,7 +43,7 @@ def lesions_2d(nnunet_env):
 
 @pytest.fixture(scope="module")
 def trained_2d(lesions_2d):
-    """Each lite network trained on fold 0 with nnUNetv2_train (3 epochs x 20-40 iterations), validation npz kept."""
+    """Each lite network trained on fold 0 with nnUNetv2_train (3 epochs x 40 iterations), validation npz kept."""
     folders = {}
     for trainer in TRAINERS_2D:
         run_cli("nnUNetv2_train", "901", "2d", "0", "-tr", trainer, "-device", "cpu", "--npz")
