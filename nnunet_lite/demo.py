@@ -15,6 +15,8 @@ import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
+from .nnunet_env import NNUNET_PATH_VARS, make_trainers_discoverable
+
 DEMO_DATASET_ID = 990
 DEMO_MARKER = ".nnunet_lite_demo"
 DEFAULT_TRAINERS = ("nnUNetTrainerLGMSNet", "nnUNetTrainerMedLiteNet", "nnUNetTrainerAULUNet", "nnUNetTrainer")
@@ -50,14 +52,10 @@ def prepare_work_dir(work_dir: Path, overwrite: bool) -> None:
 
 def configure_environment(work_dir: Path) -> None:
     """Points nnU-Net at the demo folder and makes the nnunet_lite trainers discoverable (this process only)."""
-    from .commands.env import SHIM_FOLDER
-
-    for var in ("nnUNet_raw", "nnUNet_preprocessed", "nnUNet_results"):
+    for var in NNUNET_PATH_VARS:
         os.environ[var] = str(work_dir / var)
         (work_dir / var).mkdir(exist_ok=True)
-    current = os.environ.get("nnUNet_extTrainer", "")
-    if str(SHIM_FOLDER) not in current.split(os.pathsep):
-        os.environ["nnUNet_extTrainer"] = os.pathsep.join(p for p in (current, str(SHIM_FOLDER)) if p)
+    make_trainers_discoverable()
     # Few, small cases: worker pools cost more than they save on a laptop CPU.
     os.environ.setdefault("nnUNet_def_n_proc", "1")
     os.environ.setdefault("nnUNet_n_proc_DA", str(min(2, os.cpu_count() or 1)))

@@ -5,7 +5,7 @@ from pathlib import Path
 
 import pytest
 
-from nnunet_lite.commands.env import SHIM_FOLDER
+from nnunet_lite.nnunet_env import SHIM_FOLDER
 
 SHARED_DATASETS = Path(__file__).resolve().parents[1].parent / "shared" / "datasets"
 BIN = Path(sys.executable).parent
@@ -13,27 +13,45 @@ BIN = Path(sys.executable).parent
 # Test-only trainers: short budgets for CPU. They live in their own nnUNet_extTrainer folder, the way a user adds
 # their own subclasses of the nnunet_lite trainers.
 TEST_TRAINERS = """
+import os
+import random
+
+import numpy as np
+import torch
+
 from nnunet_lite.trainers import nnUNetTrainerAULUNet_paper, nnUNetTrainerLGMSNet, nnUNetTrainerMedLiteNet
 
-# 120 iterations: with 60, LGMSNet and MedLiteNet were sometimes still over-segmenting (validation Dice 0.24-0.39, FN 0)
 SHORT = {"num_epochs": 3, "num_iterations_per_epoch": 40, "num_val_iterations_per_epoch": 2}
 
 
-class nnUNetTrainerLGMSNet_test(nnUNetTrainerLGMSNet):
+class Seeded:
+    \"\"\"Fixes the seeds nnU-Net leaves open, so that a short test training is reproducible: weight initialisation,
+    patch sampling and augmentation. Augmentation runs in the training process (nnU-Net's SingleThreadedAugmenter),
+    because nnU-Net's worker processes draw fresh seeds.\"\"\"
+
+    def __init__(self, *args, **kwargs):
+        os.environ["nnUNet_n_proc_DA"] = "0"
+        random.seed(0)
+        np.random.seed(0)
+        torch.manual_seed(0)
+        super().__init__(*args, **kwargs)
+
+
+class nnUNetTrainerLGMSNet_test(Seeded, nnUNetTrainerLGMSNet):
     hyperparameters = SHORT
 
 
 # nnU-Net's SGD recipe needs hundreds of iterations before this 28k-parameter network predicts any foreground
 # (see README); the paper's AdamW recipe learns within this short budget.
-class nnUNetTrainerAULUNet_test(nnUNetTrainerAULUNet_paper):
+class nnUNetTrainerAULUNet_test(Seeded, nnUNetTrainerAULUNet_paper):
     hyperparameters = SHORT
 
 
-class nnUNetTrainerMedLiteNet_test(nnUNetTrainerMedLiteNet):
+class nnUNetTrainerMedLiteNet_test(Seeded, nnUNetTrainerMedLiteNet):
     hyperparameters = SHORT
 
 
-class nnUNetTrainerLGMSNet_test3d(nnUNetTrainerLGMSNet):
+class nnUNetTrainerLGMSNet_test3d(Seeded, nnUNetTrainerLGMSNet):
     hyperparameters = {"num_epochs": 2, "num_iterations_per_epoch": 4, "num_val_iterations_per_epoch": 1}
 """
 

@@ -9,7 +9,8 @@ import torch
 from nnunetv2.utilities.find_objects import recursive_find_trainer_class_by_name
 
 import nnunet_lite.nnunet_ext.nnunet_lite_trainers as shim
-from nnunet_lite.commands.env import HOOK_LINE, SHIM_FOLDER, export_line
+from nnunet_lite.commands.env import HOOK_LINE
+from nnunet_lite.nnunet_env import SHIM_FOLDER, export_line
 from nnunet_lite.trainer_base import nnUNetTrainerLite
 from nnunet_lite.trainers import TRAINERS
 

@@ -22,8 +22,9 @@ def command_line(args: argparse.Namespace) -> str:
 
 
 def run(args: argparse.Namespace) -> int:
+    from ..atomic import atomic_folder
     from ..comparison.compare import run_compare
-    from ..comparison.nnunet_io import ComparisonError, atomic_folder, dataset_name
+    from ..comparison.nnunet_io import ComparisonError, dataset_name
     from ..comparison.report import markdown, write_report
 
     try:

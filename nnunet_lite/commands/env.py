@@ -8,23 +8,12 @@ import sys
 import sysconfig
 from pathlib import Path
 
-import nnunet_lite
+from ..atomic import atomic_write_text
+from ..nnunet_env import NNUNET_PATH_VARS, export_line, trainers_discoverable
 
-SHIM_FOLDER = Path(nnunet_lite.__file__).resolve().parent / "nnunet_ext"
 HOOK_NAME = "nnunet_lite_autoenv.pth"
 # One line, executed by site at interpreter start; the try keeps a stale hook silent after an uninstall.
 HOOK_LINE = 'import sys; exec("try:\\n import nnunet_lite._autoenv\\nexcept Exception:\\n pass")\n'
-NNUNET_PATH_VARS = ("nnUNet_raw", "nnUNet_preprocessed", "nnUNet_results")
-
-
-def export_line() -> str:
-    """A bash line that appends the shim folder to nnUNet_extTrainer (keeps other entries)."""
-    return f'export nnUNet_extTrainer="${{nnUNet_extTrainer:+$nnUNet_extTrainer{os.pathsep}}}{SHIM_FOLDER}"'
-
-
-def extension_configured(environ: dict[str, str] | None = None) -> bool:
-    environ = os.environ if environ is None else environ
-    return str(SHIM_FOLDER) in environ.get("nnUNet_extTrainer", "").split(os.pathsep)
 
 
 def hook_path() -> Path:
@@ -32,11 +21,7 @@ def hook_path() -> Path:
 
 
 def install_hook() -> Path:
-    path = hook_path()
-    tmp = path.with_suffix(".tmp")
-    tmp.write_text(HOOK_LINE)
-    tmp.replace(path)
-    return path
+    return atomic_write_text(hook_path(), HOOK_LINE)
 
 
 def run(args: argparse.Namespace) -> int:
@@ -59,7 +44,7 @@ def run(args: argparse.Namespace) -> int:
     if args.quiet:
         return 0
     print()
-    state = "yes" if extension_configured() else "no (run the export line above, or: nnunet_lite env --install-hook)"
+    state = "yes" if trainers_discoverable() else "no (run the export line above, or: nnunet_lite env --install-hook)"
     print(f"# trainers visible to nnU-Net in this shell: {state}")
     print(f"# startup hook installed: {'yes' if hook_path().exists() else 'no'} ({hook_path()})")
     for var in NNUNET_PATH_VARS:

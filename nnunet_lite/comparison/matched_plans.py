@@ -11,12 +11,12 @@ from __future__ import annotations
 
 import copy
 import json
-import os
 from collections.abc import Sequence
 from pathlib import Path
 
 import torch
 
+from ..atomic import atomic_write_text
 from ..profiling import count_parameters
 from .nnunet_io import ComparisonError, build_network, dataset_name, find_trainer_class, load_plans, require_env
 
@@ -152,9 +152,7 @@ def plan_matched(
     out = require_env("nnUNet_preprocessed") / name / f"{name_out}.json"
     if out.exists() and not overwrite:
         raise ComparisonError(f"{out} exists; pass --overwrite to replace it")
-    tmp = out.with_name(f".{out.name}.tmp{os.getpid()}")
-    tmp.write_text(json.dumps(new, indent=4, sort_keys=False) + "\n")
-    tmp.replace(out)
+    atomic_write_text(out, json.dumps(new, indent=4, sort_keys=False) + "\n")
     info["plans_file"] = str(out)
     return info
 

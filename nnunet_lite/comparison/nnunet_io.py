@@ -6,12 +6,13 @@ import contextlib
 import inspect
 import io
 import os
-import shutil
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
 from torch import nn
+
+from ..nnunet_env import NNUNET_PATH_VARS, make_trainers_discoverable
 
 DEFAULT_PLANS = "nnUNetPlans"
 
@@ -27,20 +28,11 @@ def quiet() -> Iterator[None]:
         yield
 
 
-def ensure_trainer_discovery() -> None:
-    """Makes nnU-Net's trainer lookup find the nnunet_lite trainers in this process (appends the shim folder)."""
-    from ..commands.env import SHIM_FOLDER
-
-    current = os.environ.get("nnUNet_extTrainer", "")
-    if str(SHIM_FOLDER) not in current.split(os.pathsep):
-        os.environ["nnUNet_extTrainer"] = os.pathsep.join(p for p in (current, str(SHIM_FOLDER)) if p)
-
-
 def find_trainer_class(name: str) -> type:
     """The trainer class called ``name``: nnU-Net's own, nnunet_lite's or one in an ``nnUNet_extTrainer`` folder."""
     from nnunetv2.utilities.find_objects import recursive_find_trainer_class_by_name
 
-    ensure_trainer_discovery()
+    make_trainers_discoverable()
     try:
         with quiet():
             return recursive_find_trainer_class_by_name(name)
@@ -65,7 +57,7 @@ def dataset_name(dataset: str | int) -> str:
     try:
         return maybe_convert_to_dataset_name(dataset)
     except RuntimeError as e:
-        folders = {var: os.environ.get(var) for var in ("nnUNet_raw", "nnUNet_preprocessed", "nnUNet_results")}
+        folders = {var: os.environ.get(var) for var in NNUNET_PATH_VARS}
         raise ComparisonError(f"no dataset with ID {dataset} in {folders}") from e
 
 
@@ -214,32 +206,6 @@ def find_model_folders(dataset: str, configuration: str) -> list[ModelFolder]:
         if path.is_dir() and len(parts) == 3 and parts[2] == configuration:
             out.append(ModelFolder(parts[0], parts[1], parts[2], path))
     return out
-
-
-@contextlib.contextmanager
-def atomic_folder(target: Path, overwrite: bool = False) -> Iterator[Path]:
-    """Yields a temporary sibling of ``target``; on success it replaces ``target`` in one rename.
-
-    Refuses an existing ``target`` unless ``overwrite``; on failure the temporary folder is removed and ``target``
-    stays as it was.
-    """
-    target = Path(target)
-    if target.exists() and not overwrite:
-        raise ComparisonError(f"{target} exists; pass --overwrite to replace it")
-    target.parent.mkdir(parents=True, exist_ok=True)
-    tmp = target.with_name(f".{target.name}.tmp{os.getpid()}")
-    shutil.rmtree(tmp, ignore_errors=True)
-    tmp.mkdir()
-    try:
-        yield tmp
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
-    old = target.with_name(f".{target.name}.old{os.getpid()}")
-    if target.exists():
-        target.rename(old)
-    tmp.rename(target)
-    shutil.rmtree(old, ignore_errors=True)
 
 
 def markdown_table(header: Sequence[str], rows: Sequence[Sequence[object]]) -> str:

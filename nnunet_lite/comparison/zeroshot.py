@@ -12,7 +12,9 @@ from pathlib import Path
 
 import torch
 
-from .nnunet_io import ComparisonError, atomic_folder, dataset_name, evaluate_folder, quiet, require_env
+from ..atomic import atomic_folder
+from ..nnunet_env import make_trainers_discoverable
+from .nnunet_io import ComparisonError, dataset_name, evaluate_folder, quiet, require_env
 
 # Pairs the lightweight papers (and U-Bench) use; IDs are nnunet_lite convert's defaults.
 DOCUMENTED_PAIRS = (("isic2018", "ph2"), ("kvasir", "cvc-clinicdb"), ("busi", "bus-b"))
@@ -100,8 +102,6 @@ def run_zeroshot(
     from batchgenerators.utilities.file_and_folder_operations import load_json
     from nnunetv2.inference.predict_from_raw_data import nnUNetPredictor
 
-    from .nnunet_io import ensure_trainer_discovery
-
     src, tgt = dataset_name(source), dataset_name(target)
     if src == tgt:
         raise ComparisonError(f"source and target are the same dataset ({src}); use nnU-Net's own evaluation")
@@ -129,7 +129,7 @@ def run_zeroshot(
     if existing and not overwrite:
         raise ComparisonError(f"{existing} exist; pass --overwrite to replace them")
 
-    ensure_trainer_discovery()
+    make_trainers_discoverable()
     device = ("cuda" if torch.cuda.is_available() else "cpu") if device == "auto" else device
     plans = load_json(str(model / "plans.json"))
     results = []

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import os
 import shutil
-import tempfile
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -12,6 +11,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from ..atomic import atomic_folder
+from ..nnunet_env import make_trainers_discoverable
 from .constants import DEFAULT_OPSET, DEFAULT_TOLERANCE
 from .onnx_runtime import (
     INPUT_NAME,
@@ -41,15 +42,6 @@ class ExportResult:
 
 def _log(message: str) -> None:
     print(f"[nnunet_lite export] {message}", flush=True)
-
-
-def ensure_trainers_discoverable() -> None:
-    """Appends nnunet_lite's trainer shim folder to ``nnUNet_extTrainer`` (this process only)."""
-    from ..commands.env import SHIM_FOLDER
-
-    current = os.environ.get("nnUNet_extTrainer", "")
-    if str(SHIM_FOLDER) not in current.split(os.pathsep):
-        os.environ["nnUNet_extTrainer"] = os.pathsep.join(p for p in (current, str(SHIM_FOLDER)) if p)
 
 
 def resolve_model_folder(dataset: str, configuration: str, trainer: str, plans: str) -> Path:
@@ -143,16 +135,6 @@ def real_input_patches(
     return [], None
 
 
-def _atomic_replace(tmp: Path, out: Path) -> None:
-    if out.exists():
-        backup = out.with_name(f".{out.name}.old-{os.getpid()}")
-        out.rename(backup)
-        tmp.rename(out)
-        shutil.rmtree(backup)
-    else:
-        tmp.rename(out)
-
-
 def export_trained_model(
     dataset: str,
     configuration: str,
@@ -208,7 +190,7 @@ def export_trained_model(
     out = Path(output_folder).resolve()
     if out.exists() and not overwrite:
         raise ExportError(f"{out} already exists; pass --overwrite to replace it")
-    ensure_trainers_discoverable()
+    make_trainers_discoverable()
     train_hint = f"nnUNetv2_train {dataset} {configuration} {fold} -tr {trainer} -p {plans}"
     model_folder = resolve_model_folder(dataset, configuration, trainer, plans)
     checkpoint_path = check_checkpoint(model_folder, fold, checkpoint_name, train_hint)
@@ -239,9 +221,7 @@ def export_trained_model(
     example = torch.randn(1, num_inputs, *patch_size, generator=torch.Generator().manual_seed(0))
     to_export = optimize_for_cpu_inference(network, for_export=True) if optimize else network
 
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.tmp-", dir=out.parent))
-    try:
+    with atomic_folder(out, overwrite=overwrite) as tmp:
         log(f"exporting {type(network).__name__} for input (batch, {num_inputs}, {', '.join(map(str, patch_size))})")
         export_onnx(to_export, example, tmp / MODEL_FILE, opset=opset, exporter=exporter)
         session = create_session(tmp / MODEL_FILE)
@@ -306,9 +286,5 @@ def export_trained_model(
         shutil.copyfile(model_folder / PLANS_FILE, tmp / PLANS_FILE)
         shutil.copyfile(model_folder / DATASET_JSON_FILE, tmp / DATASET_JSON_FILE)
         write_json(tmp / SIDECAR_FILE, sidecar)
-        _atomic_replace(tmp, out)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
     log(f"wrote {out}: {MODEL_FILE}, {SIDECAR_FILE}, {PLANS_FILE}, {DATASET_JSON_FILE} (max difference {worst:.3g})")
     return ExportResult(out, sidecar)
