@@ -20,6 +20,7 @@ SUBCOMMAND_MODULES = (
     "nnunet_lite.commands.zeroshot",
     "nnunet_lite.commands.export",
     "nnunet_lite.commands.predict",
+    "nnunet_lite.commands.study",
 )
 
 

@@ -1,0 +1,141 @@
+"""``nnunet_lite study``: init / run / status / report of a comparison study (datasets x trainers x folds)."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import shlex
+import sys
+from pathlib import Path
+
+
+def _fail(error: Exception) -> int:
+    print(f"nnunet_lite study: {error}" if "\n" not in str(error) else str(error), file=sys.stderr)
+    return 1
+
+
+def _load(path: str):
+    if sys.version_info < (3, 11):
+        raise RuntimeError("nnunet_lite study needs Python >= 3.11 (tomllib, Snakemake 9)")
+    from ..study.study import Study
+
+    return Study.load(Path(path))
+
+
+def run_init(args: argparse.Namespace) -> int:
+    from importlib.resources import files
+
+    target = Path(args.study)
+    if target.exists() and not args.overwrite:
+        return _fail(FileExistsError(f"{target} exists; pass --overwrite to replace it"))
+    text = files("nnunet_lite.study").joinpath("example.toml" if args.example else "template.toml").read_text()
+    target.parent.mkdir(parents=True, exist_ok=True)
+    tmp = target.with_name(target.name + ".tmp")
+    tmp.write_text(text)
+    tmp.replace(target)
+    what = "example study (synthetic data, minutes on a CPU)" if args.example else "study template"
+    print(f"wrote {target}: {what}; edit it, then: nnunet_lite study run {target}")
+    return 0
+
+
+def run_run(args: argparse.Namespace) -> int:
+    from ..study.model import StudyError
+    from ..study.runner import RunOptions, run_study
+
+    try:
+        study = _load(args.study)
+        if args.executor == "local" and (args.slurm_partition or args.slurm_account):
+            raise StudyError("--slurm-partition and --slurm-account need --executor slurm")
+        gpus = args.gpus
+        if gpus is None:
+            gpus = 0 if args.executor == "slurm" else _local_gpus()
+        options = RunOptions(
+            cores=args.cores,
+            gpus=gpus,
+            dry_run=args.dry_run,
+            executor=args.executor,
+            slurm_partition=args.slurm_partition,
+            slurm_account=args.slurm_account,
+            jobs=args.jobs,
+            keep_going=args.keep_going,
+            extra=shlex.split(args.snakemake_args),
+        )
+        return run_study(study, options)
+    except (StudyError, RuntimeError) as e:
+        return _fail(e)
+
+
+def _local_gpus() -> int:
+    import torch
+
+    return torch.cuda.device_count()
+
+
+def run_status(args: argparse.Namespace) -> int:
+    from ..study.model import StudyError
+    from ..study.status import format_status, study_status
+
+    try:
+        rows = study_status(_load(args.study))
+    except (StudyError, RuntimeError) as e:
+        return _fail(e)
+    print(json.dumps(rows, indent=2) if args.json else format_status(rows))
+    return 0
+
+
+def run_report(args: argparse.Namespace) -> int:
+    from ..study.model import StudyError
+    from ..study.report import write_study_report
+
+    try:
+        path = write_study_report(_load(args.study), n_resamples=args.bootstrap)
+    except (StudyError, RuntimeError) as e:
+        return _fail(e)
+    print(path.read_text())
+    print(f"wrote {path} (per-dataset tables, CSVs and plots in {path.parent})")
+    return 0
+
+
+def add_parser(subparsers: argparse._SubParsersAction) -> None:
+    parser = subparsers.add_parser(
+        "study",
+        help="run a whole comparison study (datasets x trainers x folds) locally or on SLURM, via Snakemake",
+        description="One study file describes datasets, configurations, trainers, plans, folds, zero-shot pairs and "
+        "per-step resources; `run` executes nnU-Net's own commands as a Snakemake workflow (resumable), `status` "
+        "shows every training, `report` writes the study's comparison report.",
+    )
+    sub = parser.add_subparsers(dest="study_command", metavar="ACTION", required=True)
+
+    p = sub.add_parser("init", help="write a commented study file")
+    p.add_argument("study", nargs="?", default="study.toml", help="file to write (default study.toml)")
+    p.add_argument("--example", action="store_true", help="a small study on synthetic data that runs on a CPU")
+    p.add_argument("--overwrite", action="store_true", help="replace an existing file")
+    p.set_defaults(func=run_init)
+
+    p = sub.add_parser("run", help="run (or continue) the study's workflow")
+    p.add_argument("study", help="the study file (TOML)")
+    p.add_argument("--cores", type=int, default=None, help="local CPU cores Snakemake may use (default: all)")
+    p.add_argument("--gpus", type=int, default=None, help="local GPUs, one training each (default: all visible)")
+    p.add_argument("-n", "--dry-run", action="store_true", help="show the jobs that would run, run nothing")
+    p.add_argument("--executor", choices=("local", "slurm"), default="local", help="where jobs run (default local)")
+    p.add_argument("--slurm-partition", default=None, help="default partition of every job (study file overrides)")
+    p.add_argument("--slurm-account", default=None, help="SLURM account of every job")
+    p.add_argument("--jobs", type=int, default=100, help="SLURM: jobs queued at once (default %(default)s)")
+    p.add_argument("--keep-going", action="store_true", help="continue independent jobs after a failure")
+    p.add_argument(
+        "--snakemake-args",
+        default="",
+        metavar="ARGS",
+        help="more Snakemake options, one string (e.g. --snakemake-args '--retries 2')",
+    )
+    p.set_defaults(func=run_run)
+
+    p = sub.add_parser("status", help="done / running / failed / interrupted / missing, per training")
+    p.add_argument("study", help="the study file (TOML)")
+    p.add_argument("--json", action="store_true", help="print JSON instead of a table")
+    p.set_defaults(func=run_status)
+
+    p = sub.add_parser("report", help="write <work_dir>/report/study_report.md from the results so far")
+    p.add_argument("study", help="the study file (TOML)")
+    p.add_argument("--bootstrap", type=int, default=None, help="bootstrap resamples (default: the study file's)")
+    p.set_defaults(func=run_report)

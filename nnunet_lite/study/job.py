@@ -1,0 +1,98 @@
+"""One training job of a study: ``python -m nnunet_lite.study.job FOLD_DIR LOG [--gpu-slots K] -- nnUNetv2_train ...``.
+
+Decides at run time (on the node that runs it, so also for a resubmitted SLURM job) whether nnU-Net resumes: with
+``--c`` when the fold already has a checkpoint. Writes the small state files ``study status`` reads (running with
+host/PID/SLURM job, failed with exit code and log) and, on a machine with several GPUs, gives the training its own
+device: it holds an ``flock`` on one of K slot files for its lifetime. Snakemake never runs more than K ``gpu=1`` jobs
+at once, so a free slot always exists, and the kernel drops the lock when the process dies (no stale state).
+"""
+
+from __future__ import annotations
+
+import argparse
+import fcntl
+import json
+import os
+import socket
+import subprocess
+import sys
+import time
+from contextlib import contextmanager
+from pathlib import Path
+
+CHECKPOINTS = ("checkpoint_final.pth", "checkpoint_latest.pth")
+
+
+def resume_flag(fold_dir: Path) -> list[str]:
+    """``["--c"]`` if nnU-Net left a checkpoint in the fold folder (interrupted training or validation)."""
+    return ["--c"] if any((Path(fold_dir) / c).is_file() for c in CHECKPOINTS) else []
+
+
+def state_files(log: Path) -> tuple[Path, Path]:
+    """The running and failed markers next to the job's log file."""
+    return log.with_name(log.name + ".running"), log.with_name(log.name + ".failed")
+
+
+@contextmanager
+def gpu_slot(lock_dir: Path, slots: int):
+    """Holds the first free slot in 0..slots-1 and sets CUDA_VISIBLE_DEVICES to it for the child."""
+    lock_dir.mkdir(parents=True, exist_ok=True)
+    while True:
+        for slot in range(slots):
+            handle = open(lock_dir / f"gpu_{slot}.lock", "w")  # noqa: SIM115 (held for the job's lifetime)
+            try:
+                fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                handle.close()
+                continue
+            try:
+                yield slot
+            finally:
+                handle.close()
+            return
+        time.sleep(1)  # only while a just-finished job's process is still exiting
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m nnunet_lite.study.job")
+    parser.add_argument("fold_dir", type=Path)
+    parser.add_argument("log", type=Path)
+    parser.add_argument("--gpu-slots", type=int, default=0)
+    parser.add_argument("--lock-dir", type=Path, default=None)
+    parser.add_argument("command", nargs=argparse.REMAINDER)
+    args = parser.parse_args(argv)
+    command = args.command[1:] if args.command[:1] == ["--"] else args.command
+    command = command + resume_flag(args.fold_dir)
+    running, failed = state_files(args.log)
+    args.log.parent.mkdir(parents=True, exist_ok=True)
+    failed.unlink(missing_ok=True)
+    env = dict(os.environ)
+    with (
+        gpu_slot(args.lock_dir or args.log.parent, args.gpu_slots) if args.gpu_slots else _no_slot() as slot,
+        open(args.log, "a") as log,
+    ):
+        if slot is not None:
+            env["CUDA_VISIBLE_DEVICES"] = str(slot)
+        state = {"host": socket.gethostname(), "pid": os.getpid(), "slurm_job_id": os.environ.get("SLURM_JOB_ID")}
+        state.update(command=command, started=time.time(), gpu=slot)
+        running.write_text(json.dumps(state))
+        log.write(f"\n### {time.strftime('%Y-%m-%d %H:%M:%S')} {' '.join(command)}\n")
+        log.flush()
+        code = subprocess.call(command, stdout=log, stderr=subprocess.STDOUT, env=env)
+        if code == 0 and not (args.fold_dir / "checkpoint_final.pth").is_file():
+            log.write("nnUNetv2_train exited 0 but wrote no checkpoint_final.pth\n")
+            code = 1
+    running.unlink(missing_ok=True)
+    if code != 0:
+        failed.write_text(json.dumps({"exit_code": code, "log": str(args.log), "finished": time.time()}))
+        print(f"training failed (exit {code}); read {args.log}", file=sys.stderr)
+    return code
+
+
+@contextmanager
+def _no_slot():
+    yield None
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,124 @@
+"""``study run``: Snakemake's command line on the packaged Snakefile.
+
+We drive Snakemake through its CLI in a subprocess (``python -m snakemake``), not its Python API: the CLI is the
+interface Snakemake documents and keeps stable across releases (the API was rewritten in 8.0 and is still marked
+internal), the same flags work for users who want to call Snakemake themselves, and a kill of the run (Ctrl-C,
+SIGTERM, a lost SSH session) behaves exactly like a kill of a user's Snakemake run.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shlex
+import signal
+import socket
+import subprocess
+import sys
+from dataclasses import dataclass, field
+from importlib.resources import files
+from pathlib import Path
+
+from .model import StudyError
+from .study import Study
+
+EXTRA = "pip install 'nnunet-lite[study]'  (Snakemake 9 needs Python >= 3.11)"
+
+
+def require_snakemake(slurm: bool = False) -> None:
+    """One line naming the extra when Snakemake (or its SLURM plugin) is missing."""
+    import importlib.util
+
+    if sys.version_info < (3, 11):
+        raise StudyError(f"nnunet_lite study needs Python >= 3.11 (Snakemake 9); this is {sys.version.split()[0]}")
+    if importlib.util.find_spec("snakemake") is None:
+        raise StudyError(f"nnunet_lite study needs Snakemake: {EXTRA}")
+    if slurm and importlib.util.find_spec("snakemake_executor_plugin_slurm") is None:
+        raise StudyError(f"--executor slurm needs snakemake-executor-plugin-slurm: {EXTRA}")
+
+
+def snakefile() -> Path:
+    return Path(str(files("nnunet_lite.study").joinpath("Snakefile")))
+
+
+@dataclass
+class RunOptions:
+    cores: int | None = None
+    gpus: int = 0
+    dry_run: bool = False
+    executor: str = "local"
+    slurm_partition: str | None = None
+    slurm_account: str | None = None
+    jobs: int = 100
+    keep_going: bool = False
+    extra: list[str] = field(default_factory=list)
+
+
+def snakemake_command(study: Study, options: RunOptions) -> list[str]:
+    slurm = options.executor == "slurm"
+    config = [f"study={study.file}", f"gpus={options.gpus}", f"slurm={int(slurm)}"]
+    cmd = [sys.executable, "-m", "snakemake", "--snakefile", str(snakefile()), "--directory", str(study.work_dir)]
+    cmd += ["--config", *config]
+    # incomplete jobs of a killed run are rerun; only a changed input file (not a changed Snakefile, parameters or
+    # package version) makes Snakemake redo a finished step, and trainings ignore even that (ancient inputs)
+    cmd += ["--rerun-incomplete", "--rerun-triggers", "mtime", "--printshellcmds", "--show-failed-logs"]
+    if slurm:
+        cmd += ["--executor", "slurm", "--jobs", str(options.jobs), "--latency-wait", "60"]
+        defaults = []
+        if options.slurm_partition:
+            defaults.append(f"slurm_partition={options.slurm_partition}")
+        if options.slurm_account:
+            defaults.append(f"slurm_account={options.slurm_account}")
+        if defaults:
+            cmd += ["--default-resources", *defaults]
+    else:
+        cmd += ["--cores", str(options.cores or os.cpu_count() or 1), "--resources", f"gpu={options.gpus}"]
+    if options.keep_going:
+        cmd.append("--keep-going")
+    if options.dry_run:
+        cmd += ["--dry-run", "--quiet", "rules"]
+    return cmd + list(options.extra)
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def _clear_stale_lock(study: Study) -> None:
+    """After a run was killed hard (SIGKILL, node loss) Snakemake's directory lock stays; remove it only if the
+    run that held it is provably gone (same host, dead PID)."""
+    locks = study.work_dir / ".snakemake" / "locks"
+    pid_file = study.work_dir / ".nnunet_lite_study_run.json"
+    if not locks.is_dir() or not any(locks.iterdir()) or not pid_file.is_file():
+        return
+    owner = json.loads(pid_file.read_text())
+    if owner.get("host") == socket.gethostname() and not _pid_alive(int(owner["pid"])):
+        for lock in locks.iterdir():
+            lock.unlink()
+
+
+def run_study(study: Study, options: RunOptions) -> int:
+    require_snakemake(slurm=options.executor == "slurm")
+    study.work_dir.mkdir(parents=True, exist_ok=True)
+    study.write_budget_trainers()
+    cmd = snakemake_command(study, options)
+    print("+ " + shlex.join(cmd), flush=True)
+    if not options.dry_run:
+        _clear_stale_lock(study)
+    env = dict(os.environ)
+    env.update(study.environment())
+    proc = subprocess.Popen(cmd, env=env)
+    if not options.dry_run:
+        pid_file = study.work_dir / ".nnunet_lite_study_run.json"
+        pid_file.write_text(json.dumps({"host": socket.gethostname(), "pid": proc.pid}))
+    try:
+        return proc.wait()
+    except KeyboardInterrupt:  # Snakemake got the SIGINT too; let it cancel its jobs and remove its lock
+        proc.send_signal(signal.SIGINT)
+        return proc.wait()

@@ -1,0 +1,125 @@
+"""``study status``: the state of every training, read from nnU-Net's fold folders and the study's job markers.
+
+nnU-Net's files are the truth (on SLURM stdout is incomplete): ``checkpoint_final.pth`` + ``validation/summary.json``
+= done; ``checkpoint_latest.pth`` without them = interrupted (the next run resumes it with ``--c``); epochs done come
+from ``training_log_*.txt`` ("Epoch N" ... "Epoch time"), epochs planned from ``debug.json`` (the trainer's fields).
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import shutil
+import socket
+import subprocess
+from pathlib import Path
+
+from .job import state_files
+from .study import Study, Training
+
+EPOCH = re.compile(r": Epoch (\d+)\s*$")
+EPOCH_END = re.compile(r": Epoch time: ")
+
+
+def epochs_done(fold_dir: Path) -> int:
+    done = 0
+    for log in sorted(fold_dir.glob("training_log_*.txt")):
+        current = None
+        for line in log.read_text(errors="replace").splitlines():
+            m = EPOCH.search(line)
+            if m:
+                current = int(m.group(1))
+            elif EPOCH_END.search(line) and current is not None:
+                done = max(done, current + 1)
+    return done
+
+
+def epochs_planned(study: Study, fold_dir: Path) -> int | None:
+    debug = fold_dir / "debug.json"
+    if debug.is_file():
+        try:
+            return int(json.loads(debug.read_text())["num_epochs"])
+        except (KeyError, ValueError, json.JSONDecodeError):
+            pass
+    return study.spec.budget.epochs if study.spec.budget else None
+
+
+def _running(marker: Path) -> bool:
+    try:
+        state = json.loads(marker.read_text())
+    except (OSError, json.JSONDecodeError):
+        return False
+    if state.get("slurm_job_id") and shutil.which("squeue"):
+        out = subprocess.run(["squeue", "-h", "-j", str(state["slurm_job_id"])], capture_output=True, text=True)
+        return out.returncode == 0 and bool(out.stdout.strip())
+    if state.get("host") == socket.gethostname():
+        from .runner import _pid_alive
+
+        return _pid_alive(int(state["pid"]))
+    return True  # another host without SLURM: trust the marker
+
+
+def log_file(study: Study, t: Training) -> Path:
+    return study.work_dir / "logs" / "train" / t.dataset_name / t.model_folder / f"fold_{t.fold}.log"
+
+
+def training_status(study: Study, t: Training) -> dict:
+    fold = t.fold_dir
+    log = log_file(study, t)
+    running, failed = state_files(log)
+    if (fold / "checkpoint_final.pth").is_file() and (fold / "validation" / "summary.json").is_file():
+        state, note = "done", ""
+    elif running.is_file() and _running(running):
+        state, note = "running", str(log)
+    elif failed.is_file():
+        info = json.loads(failed.read_text())
+        state, note = "failed", f"exit {info.get('exit_code')}, read {info.get('log', log)}"
+    elif (fold / "checkpoint_latest.pth").is_file() or (fold / "checkpoint_final.pth").is_file():
+        state, note = "interrupted", "resumes with --c"
+    else:
+        state, note = "missing", ""
+    planned = epochs_planned(study, fold)
+    done = epochs_done(fold) if fold.is_dir() else 0
+    if state == "done" and planned is not None:
+        done = planned
+    return {
+        "dataset": t.dataset_name,
+        "configuration": t.configuration,
+        "trainer": t.trainer,
+        "plans": t.plans,
+        "fold": t.fold,
+        "status": state,
+        "epochs_done": done,
+        "epochs_planned": planned,
+        "note": note,
+        "fold_dir": str(fold),
+    }
+
+
+def study_status(study: Study) -> list[dict]:
+    return [training_status(study, t) for t in study.trainings()]
+
+
+def format_status(rows: list[dict]) -> str:
+    from ..comparison.nnunet_io import markdown_table
+
+    header = ["dataset", "config", "trainer", "plans", "fold", "status", "epochs", "note"]
+    body = [
+        [
+            r["dataset"],
+            r["configuration"],
+            r["trainer"],
+            r["plans"],
+            r["fold"],
+            r["status"],
+            f"{r['epochs_done']}/{r['epochs_planned'] if r['epochs_planned'] is not None else '?'}",
+            r["note"],
+        ]
+        for r in rows
+    ]
+    counts = {s: sum(r["status"] == s for r in rows) for s in ("done", "running", "interrupted", "failed", "missing")}
+    left = [r for r in rows if r["status"] != "done"]
+    epochs_left = sum(max(0, (r["epochs_planned"] or 0) - r["epochs_done"]) for r in left)
+    summary = ", ".join(f"{n} {s}" for s, n in counts.items() if n)
+    text = markdown_table(header, body)
+    return f"{text}\n\n{len(rows)} trainings: {summary}; left: {len(left)} trainings, {epochs_left} epochs"

@@ -1,0 +1,222 @@
+"""``nnunet_lite study``: the study file's validation, the runner's command line, and a tiny study end to end
+(killed after its first training, then continued without retraining it)."""
+
+import json
+import os
+import signal
+import subprocess
+import time
+from pathlib import Path
+
+import pytest
+
+from nnunet_lite.cli import main
+
+pytest.importorskip("tomllib", reason="nnunet_lite study needs Python >= 3.11")
+
+from nnunet_lite.study.job import resume_flag  # noqa: E402
+from nnunet_lite.study.model import runtime_minutes  # noqa: E402
+from nnunet_lite.study.runner import RunOptions, snakemake_command  # noqa: E402
+from nnunet_lite.study.study import Study  # noqa: E402
+
+from .conftest import BIN  # noqa: E402
+
+GOOD = """
+name = "tiny"
+work_dir = "work"
+configurations = ["2d"]
+trainers = ["nnUNetTrainerLGMSNet", "nnUNetTrainerAULUNet"]
+folds = [0, 1]
+baseline = "nnUNetTrainerLGMSNet"
+
+[nnunet]
+raw = "work/nnUNet_raw"
+preprocessed = "work/nnUNet_preprocessed"
+results = "work/nnUNet_results"
+
+[[datasets]]
+id = 993
+synthetic = { num_train = 10, num_test = 2, seed = 3 }
+
+[budget]
+epochs = 1
+iterations_per_epoch = 4
+val_iterations_per_epoch = 1
+
+[resources.train]
+cpus = 1
+
+[resources.predict]
+cpus = 1
+
+[env]
+nnUNet_compile = "f"
+
+[report]
+bootstrap = 200
+latency = false
+"""
+
+
+def write(tmp_path: Path, text: str) -> Path:
+    path = tmp_path / "study.toml"
+    path.write_text(text)
+    return path
+
+
+SYNTHETIC = "synthetic = { num_train = 10, num_test = 2, seed = 3 }"
+BAD_FIELDS = [
+    ((SYNTHETIC, 'convert = "isic2018"'), "datasets[0]: convert = 'isic2018' needs source"),
+    ((SYNTHETIC, 'convert = "isic2019"\nsource = "x"'), "datasets[0].convert: unknown converter 'isic2019'"),
+    (("folds = [0, 1]", "folds = [0, -1]"), "folds[1]: Input should be greater than or equal to 0"),
+    (('"nnUNetTrainerAULUNet"]', '"nnUNetTrainer AULUNet"]'), "trainers: 'nnUNetTrainer AULUNet' is not a trainer"),
+    (("cpus = 1\n\n[resources.predict]", "cpus = 0\n\n[resources.predict]"), "resources.train.cpus: Input should be"),
+    (("[report]", '[report]\ntime = "2h"'), "report.time: Extra inputs are not permitted"),
+    (("epochs = 1", 'epochs = "one"'), "budget.epochs: Input should be a valid integer"),
+    (("[budget]", "[budget\n"), "not valid TOML"),
+]
+
+
+@pytest.mark.parametrize("change, message", BAD_FIELDS)
+def test_bad_study_file_gets_one_line_naming_the_field(tmp_path, capsys, change, message):
+    text = GOOD.replace(*change)
+    assert text != GOOD
+    assert main(["study", "status", str(write(tmp_path, text))]) == 1
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1, err
+    assert str(tmp_path / "study.toml") in err[0] and message in err[0], err[0]
+
+
+def test_study_resolves_trainings_budget_names_and_environment(tmp_path):
+    study = Study.load(write(tmp_path, GOOD.replace('plans = ["default"]', "")), environ={})
+    trainings = study.trainings()
+    assert [(t.trainer, t.fold) for t in trainings] == [
+        ("nnUNetTrainerLGMSNet_1ep4it", 0),
+        ("nnUNetTrainerLGMSNet_1ep4it", 1),
+        ("nnUNetTrainerAULUNet_1ep4it", 0),
+        ("nnUNetTrainerAULUNet_1ep4it", 1),
+    ]
+    assert trainings[0].fold_dir == (
+        tmp_path / "work/nnUNet_results/Dataset993_SyntheticLesions/nnUNetTrainerLGMSNet_1ep4it__nnUNetPlans__2d/fold_0"
+    )
+    env = study.environment()
+    assert env["nnUNet_raw"] == str(tmp_path / "work" / "nnUNet_raw") and env["nnUNet_compile"] == "f"
+    assert str(study.budget_folder) in env["nnUNet_extTrainer"].split(os.pathsep)
+    assert study.baseline == "nnUNetTrainerLGMSNet_1ep4it__nnUNetPlans"
+
+
+def test_matched_plans_and_paths_from_environment(tmp_path):
+    text = GOOD.replace("folds = [0, 1]", 'folds = [0, 1]\nplans = ["default", "matched:nnUNetTrainerAULUNet"]')
+    text = text.split("[nnunet]")[0] + "[[datasets]]" + text.split("[[datasets]]")[1]
+    env = {v: str(tmp_path / v) for v in ("nnUNet_raw", "nnUNet_preprocessed", "nnUNet_results")}
+    study = Study.load(write(tmp_path, text.replace("[budget]", "[unused]").split("[unused]")[0]), environ=env)
+    models = sorted({(t.trainer, t.plans) for t in study.trainings()})
+    assert models == [
+        ("nnUNetTrainer", "nnUNetPlans_matched_aulunet"),
+        ("nnUNetTrainerAULUNet", "nnUNetPlans"),
+        ("nnUNetTrainerLGMSNet", "nnUNetPlans"),
+    ]
+    assert study.paths["nnUNet_results"] == tmp_path / "nnUNet_results"
+    with pytest.raises(Exception, match=r"nnunet.raw is not set and neither is \$nnUNet_raw"):
+        Study.load(tmp_path / "study.toml", environ={})
+
+
+def test_runtime_minutes():
+    assert [runtime_minutes(t) for t in ("90", "90m", "2h", "1d", "01:30:00", "1-00:00:00")] == [
+        90,
+        90,
+        120,
+        1440,
+        90,
+        1440,
+    ]
+    with pytest.raises(ValueError, match="time limit"):
+        runtime_minutes("two hours")
+
+
+def test_resume_flag_only_with_a_checkpoint(tmp_path):
+    assert resume_flag(tmp_path) == []
+    (tmp_path / "checkpoint_latest.pth").write_bytes(b"")
+    assert resume_flag(tmp_path) == ["--c"]
+
+
+def test_snakemake_command_local_and_slurm(tmp_path):
+    study = Study.load(write(tmp_path, GOOD), environ={})
+    local = snakemake_command(study, RunOptions(cores=2, gpus=4))
+    assert local[1:3] == ["-m", "snakemake"] and "--rerun-incomplete" in local
+    assert local[local.index("--resources") + 1] == "gpu=4" and local[local.index("--cores") + 1] == "2"
+    slurm = snakemake_command(study, RunOptions(executor="slurm", slurm_partition="gpu", jobs=20))
+    assert slurm[slurm.index("--executor") + 1] == "slurm" and "slurm=1" in slurm
+    assert slurm[slurm.index("--default-resources") + 1] == "slurm_partition=gpu" and "--cores" not in slurm
+
+
+def test_init_writes_valid_files_and_refuses_to_overwrite(tmp_path, capsys):
+    for flag in ([], ["--example"]):
+        path = tmp_path / f"s{len(flag)}.toml"
+        assert main(["study", "init", str(path), *flag]) == 0
+        env = {v: str(tmp_path) for v in ("nnUNet_raw", "nnUNet_preprocessed", "nnUNet_results")}
+        study = Study.load(path, environ=env)
+        assert study.trainings()
+        assert main(["study", "init", str(path), *flag]) == 1
+    assert "pass --overwrite" in capsys.readouterr().err
+
+
+def _status(study_file: Path) -> list[dict]:
+    out = subprocess.run(
+        [str(BIN / "nnunet_lite"), "study", "status", str(study_file), "--json"], capture_output=True, text=True
+    )
+    assert out.returncode == 0, out.stderr
+    return json.loads(out.stdout)
+
+
+@pytest.mark.slow
+def test_tiny_study_killed_after_first_training_continues_without_retraining(tmp_path):
+    study_file = write(tmp_path, GOOD)
+    cmd = [str(BIN / "nnunet_lite"), "study", "run", str(study_file), "--cores", "1", "--gpus", "0"]
+    log = tmp_path / "first_run.log"
+    with open(log, "w") as out:
+        proc = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
+    study = Study.load(study_file, environ={})
+    first = None
+    deadline = time.time() + 600
+    while first is None and time.time() < deadline and proc.poll() is None:
+        done = [t for t in study.trainings() if (t.fold_dir / "validation" / "summary.json").is_file()]
+        first = done[0] if done else None
+        time.sleep(1)
+    os.killpg(proc.pid, signal.SIGKILL)  # the whole run: Snakemake, the runner and any training in progress
+    proc.wait()
+    assert first is not None, log.read_text()[-3000:]
+    checkpoint = first.fold_dir / "checkpoint_final.pth"
+    first_mtime = checkpoint.stat().st_mtime_ns
+
+    status = {(r["trainer"], r["fold"]): r for r in _status(study_file)}
+    assert status[(first.trainer, first.fold)]["status"] == "done"
+    assert status[(first.trainer, first.fold)]["epochs_done"] == 1
+    assert sum(r["status"] == "done" for r in status.values()) < 4
+
+    second = subprocess.run(cmd, capture_output=True, text=True, timeout=900)
+    assert second.returncode == 0, second.stdout[-3000:] + second.stderr[-3000:]
+    assert checkpoint.stat().st_mtime_ns == first_mtime, "the finished fold was retrained"
+    assert str(first.fold_dir) not in second.stdout + second.stderr, "the finished fold was scheduled again"
+    assert "nnunet_lite.study.job" in second.stdout + second.stderr  # ... while the other folds were
+    rows = _status(study_file)
+    assert [r["status"] for r in rows] == ["done"] * 4
+    assert all(r["epochs_done"] == r["epochs_planned"] == 1 for r in rows)
+
+    report = (study.work_dir / "report" / "study_report.md").read_text()
+    table = report.split("| model")[1].split("\n\n")[0].splitlines()
+    assert [line.split("|")[1].strip() for line in table[2:]] == [
+        "nnUNetTrainerLGMSNet_1ep4it",
+        "nnUNetTrainerAULUNet_1ep4it",
+    ]
+    assert all("MISSING" not in line for line in table[2:])
+    assert (
+        "test Dice" in report
+        and (study.work_dir / "report" / "Dataset993_SyntheticLesions_2d" / "comparison.png").is_file()
+    )
+    predictions = study.work_dir / "predictions" / "Dataset993_SyntheticLesions"
+    assert sorted(p.name for p in predictions.iterdir()) == [
+        "nnUNetTrainerAULUNet_1ep4it__nnUNetPlans__2d",
+        "nnUNetTrainerLGMSNet_1ep4it__nnUNetPlans__2d",
+    ]
+    assert all(len(list(p.glob("*.png"))) == 2 for p in predictions.iterdir())
