@@ -1,0 +1,559 @@
+"""The fast folder path of ``nnunet_lite predict``: nnU-Net's inference in one process, pipelined and batched.
+
+``nnUNetv2_predict`` spends most of a small network's time outside the network (docs/deployment.md, "Where the time
+goes"): spawned preprocessing and export processes, inter-process transfer, and a sliding window that runs one
+window (and one mirrored copy) per network call. This module keeps nnU-Net's own steps and numerics and removes the
+overhead:
+
+- reading and preprocessing (``DefaultPreprocessor.run_case``: transpose, crop to nonzero, normalisation,
+  resampling, which nnU-Net already skips when the shape matches) run in reader threads ahead of the network;
+- the sliding window is nnU-Net's (its padding, window positions, Gaussian importance map and fp16 accumulation in
+  the same order), but the windows of one image, their mirrored copies and the windows of consecutive images of the
+  same preprocessed shape go through the network as batches;
+- resampling back, argmax and writing (``convert_predicted_logits_to_segmentation_with_correct_shape`` and the
+  dataset's reader/writer) run in a writer thread while the network works on the next batch.
+
+Two engines: :class:`OnnxEngine` (an ``nnunet_lite export`` folder, onnxruntime on CPU or its CUDA provider) and
+:class:`TorchEngine` (any trainer's checkpoint loaded as ``nnUNetv2_predict`` loads it; on CPU with the output-
+preserving rewrites of :mod:`nnunet_lite.deploy.optimize`, on CUDA with fp16/bf16 autocast and optional
+``torch.compile``). The segmentations equal ``nnUNetv2_predict``'s up to the network's float rounding in a batch
+(tests count the differing pixels).
+"""
+
+from __future__ import annotations
+
+import itertools
+import os
+import threading
+import time
+from collections import deque
+from collections.abc import Callable, Iterator, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+from types import SimpleNamespace
+
+import numpy as np
+import torch
+
+# Network batches hold at most this many input elements (windows x mirrored copies x C x patch): 21 windows of
+# 3x256x256, or one 128^3 window with its 8 mirrored copies split into batches of 2 (keeps 3D activations in check).
+DEFAULT_MAX_BATCH_ELEMENTS = 2**22
+
+
+class PredictError(RuntimeError):
+    """Bad input for prediction; the message names the file or value and what to do."""
+
+
+# --- engines -------------------------------------------------------------------------------------------------------
+
+
+@dataclass
+class Engine:
+    """What the pipeline needs from a model: nnU-Net's plans and a batched network call (logits out)."""
+
+    plans_manager: object
+    configuration_manager: object
+    dataset_json: dict
+    mirror_axes: tuple[int, ...] | None
+    device: torch.device
+    forwards: list[Callable[[torch.Tensor], torch.Tensor]]  # one per fold: averaged like nnU-Net's ensemble
+    description: str
+    max_batch: int | None = None  # None: any batch size (dynamic batch)
+    info: dict = field(default_factory=dict)
+
+    @property
+    def label_manager(self):
+        return self.plans_manager.get_label_manager(self.dataset_json)
+
+
+class OnnxEngine:
+    """Loads an ``nnunet_lite export`` folder into an :class:`Engine` running onnxruntime."""
+
+    @staticmethod
+    def load(export_folder: str | os.PathLike, threads: int | None = None, device: str = "cpu") -> Engine:
+        from .onnx_runtime import create_session, run_session
+        from .sidecar import load_export
+
+        export = load_export(export_folder)
+        plans_manager = export.plans_manager()
+        session = create_session(export.model_path, threads, allow_spinning=False)
+        provider = "CPUExecutionProvider"
+        if device == "cuda":
+            import onnxruntime as ort
+
+            if "CUDAExecutionProvider" not in ort.get_available_providers():
+                raise PredictError(
+                    "onnxruntime has no CUDA provider here (pip install onnxruntime-gpu), or use --engine torch"
+                )
+            session = ort.InferenceSession(
+                os.fspath(export.model_path), providers=["CUDAExecutionProvider", "CPUExecutionProvider"]
+            )
+            provider = "CUDAExecutionProvider"
+
+        def forward(x: torch.Tensor) -> torch.Tensor:
+            return torch.from_numpy(run_session(session, x))
+
+        return Engine(
+            plans_manager=plans_manager,
+            configuration_manager=plans_manager.get_configuration(export.configuration),
+            dataset_json=export.dataset_json,
+            mirror_axes=tuple(export.mirror_axes) if export.mirror_axes is not None else None,
+            device=torch.device("cpu"),
+            forwards=[forward],
+            description=f"onnxruntime {provider} ({Path(export.model_path).name})",
+            max_batch=None if export.sidecar["model"].get("dynamic_batch") else 1,
+        )
+
+
+class TorchEngine:
+    """Loads a trained nnU-Net model folder (any trainer) into an :class:`Engine` running PyTorch."""
+
+    @staticmethod
+    def load(
+        model_folder: str | os.PathLike,
+        folds: Sequence[int | str] = (0,),
+        checkpoint_name: str = "checkpoint_final.pth",
+        *,
+        device: str = "cpu",
+        threads: int | None = None,
+        precision: str = "auto",
+        compile: bool = False,
+        optimize: bool = True,
+    ) -> Engine:
+        """``precision``: ``fp32``, ``fp16`` or ``bf16`` (autocast, CUDA only); ``auto``: fp16 autocast on CUDA as
+        ``nnUNetv2_predict`` does, fp32 on CPU. ``optimize``: the CPU rewrites of ``optimize_for_cpu_inference``."""
+        from nnunetv2.inference.predict_from_raw_data import nnUNetPredictor
+
+        from ..nnunet_env import make_trainers_discoverable
+        from .optimize import optimize_for_cpu_inference
+
+        model_folder = Path(model_folder)
+        for name in ("plans.json", "dataset.json"):
+            if not (model_folder / name).is_file():
+                raise PredictError(f"{model_folder / name} is missing: -m must be an nnU-Net results folder")
+        for fold in folds:
+            if not (model_folder / f"fold_{fold}" / checkpoint_name).is_file():
+                raise PredictError(
+                    f"{model_folder / f'fold_{fold}' / checkpoint_name} not found: train it with nnUNetv2_train "
+                    f"or choose folds with -f and the checkpoint with -chk"
+                )
+        torch_device = torch.device(device)
+        if torch_device.type == "cuda" and not torch.cuda.is_available():
+            raise PredictError("--device cuda but torch sees no CUDA device; use --device cpu")
+        if threads and torch_device.type == "cpu":
+            torch.set_num_threads(threads)
+        make_trainers_discoverable()
+        predictor = nnUNetPredictor(device=torch.device("cpu"), allow_tqdm=False, verbose=False)
+        predictor.initialize_from_trained_model_folder(
+            str(model_folder),
+            use_folds=[f if f == "all" else int(f) for f in folds],
+            checkpoint_name=checkpoint_name,
+        )
+        network = predictor.network
+        if hasattr(network, "_orig_mod"):  # nnUNet_compile: load the plain module
+            network = network._orig_mod
+        if precision == "auto":
+            precision = "fp16" if torch_device.type == "cuda" else "fp32"
+        if precision != "fp32" and torch_device.type != "cuda":
+            raise PredictError(f"--precision {precision} needs --device cuda (CPU inference runs in fp32)")
+        dtype = {"fp16": torch.float16, "bf16": torch.bfloat16, "fp32": None}[precision]
+
+        forwards = []
+        for params in predictor.list_of_parameters:
+            network.load_state_dict(params)
+            if torch_device.type == "cpu" and optimize:
+                net = optimize_for_cpu_inference(network)
+            else:
+                import copy
+
+                net = copy.deepcopy(network).eval()
+            net = net.to(torch_device)
+            if compile:
+                net = torch.compile(net)
+            forwards.append(_torch_forward(net, torch_device, dtype, channels_last=torch_device.type == "cpu"))
+        return Engine(
+            plans_manager=predictor.plans_manager,
+            configuration_manager=predictor.configuration_manager,
+            dataset_json=predictor.dataset_json,
+            mirror_axes=predictor.allowed_mirroring_axes,
+            device=torch_device,
+            forwards=forwards,
+            description=f"PyTorch {torch_device.type} {precision}{' compiled' if compile else ''}"
+            f"{' optimised' if optimize and torch_device.type == 'cpu' else ''} ({predictor.trainer_name})",
+        )
+
+
+def _torch_forward(net, device: torch.device, dtype, channels_last: bool) -> Callable[[torch.Tensor], torch.Tensor]:
+    from .optimize import to_channels_last
+
+    @torch.inference_mode()
+    def forward(x: torch.Tensor) -> torch.Tensor:
+        x = x.to(device, non_blocking=True)
+        if channels_last:
+            x = to_channels_last(x)
+        if dtype is not None:
+            with torch.autocast(device.type, dtype=dtype):
+                out = net(x)
+        else:
+            out = net(x)
+        return out.float().contiguous()
+
+    return forward
+
+
+# --- nnU-Net's sliding window, batched ------------------------------------------------------------------------------
+
+
+def mirror_combinations(mirror_axes: tuple[int, ...] | None) -> list[tuple[int, ...]]:
+    """nnU-Net's test-time mirroring combinations (spatial axes, 0-based), in its order."""
+    if mirror_axes is None:
+        return []
+    return [c for i in range(len(mirror_axes)) for c in itertools.combinations(mirror_axes, i + 1)]
+
+
+@torch.inference_mode()
+def sliding_window_logits(
+    forward: Callable[[torch.Tensor], torch.Tensor],
+    images: Sequence[torch.Tensor],
+    configuration_manager,
+    num_heads: int,
+    *,
+    tile_step_size: float = 0.5,
+    mirror_axes: tuple[int, ...] | None = None,
+    device: torch.device | str = "cpu",
+    max_batch_elements: int = DEFAULT_MAX_BATCH_ELEMENTS,
+    max_batch: int | None = None,
+) -> list[torch.Tensor]:
+    """``nnUNetPredictor.predict_sliding_window_return_logits`` for several images of one shape at once.
+
+    Same padding, window positions, Gaussian weighting and fp16 accumulation in nnU-Net's order; the only difference
+    is that windows (of all ``images``) and their mirrored copies go through ``forward`` in batches of up to
+    ``max_batch_elements`` input elements. Returns fp16 logits per image ``(heads, *spatial)`` (nnU-Net's dtype).
+    """
+    from acvl_utils.cropping_and_padding.padding import pad_nd_image
+    from nnunetv2.inference.predict_from_raw_data import nnUNetPredictor
+    from nnunetv2.inference.sliding_window_prediction import compute_gaussian
+
+    device = torch.device(device)
+    patch = tuple(configuration_manager.patch_size)
+    padded, revert = [], None
+    for image in images:
+        data, revert = pad_nd_image(image, patch, "constant", {"value": 0}, True, None)
+        padded.append(data.to(device))
+    # nnU-Net's window positions (the method only reads these two attributes)
+    slicers = nnUNetPredictor._internal_get_sliding_window_slicers(
+        SimpleNamespace(configuration_manager=configuration_manager, tile_step_size=tile_step_size, verbose=False),
+        padded[0].shape[1:],
+    )
+    gaussian = compute_gaussian(patch, sigma_scale=1.0 / 8, value_scaling_factor=10, device=device)
+    spatial = padded[0].shape[1:]
+    combos = mirror_combinations(mirror_axes)
+    copies = len(combos) + 1
+    window_elements = padded[0].shape[0] * int(np.prod(patch))
+    per_call = max(1, max_batch_elements // (window_elements * copies))
+    if max_batch is not None:
+        per_call = max(1, min(per_call, max_batch // copies))
+    jobs = [(i, sl) for i in range(len(padded)) for sl in slicers]
+    logits = [torch.zeros((num_heads, *spatial), dtype=torch.half, device=device) for _ in padded]
+    n_predictions = torch.zeros(spatial, dtype=torch.half, device=device)
+    for sl in slicers:
+        n_predictions[sl[1:]] += gaussian
+
+    def run(batch: torch.Tensor) -> torch.Tensor:
+        if max_batch is None or batch.shape[0] <= max_batch:
+            return forward(batch)
+        return torch.cat([forward(batch[i : i + max_batch]) for i in range(0, batch.shape[0], max_batch)])
+
+    for start in range(0, len(jobs), per_call):
+        chunk = jobs[start : start + per_call]
+        x = torch.stack([padded[i][sl] for i, sl in chunk])
+        n = len(chunk)
+        if combos and copies * n * window_elements > max_batch_elements:  # 3D: the copies one call at a time
+            outputs = [run(x)] + [run(torch.flip(x, [a + 2 for a in c])) for c in combos]
+        elif combos:
+            outputs = list(run(torch.cat([x] + [torch.flip(x, [a + 2 for a in c]) for c in combos])).split(n))
+        else:
+            outputs = [run(x)]
+        for j, (i, sl) in enumerate(chunk):
+            # nnUNetPredictor._internal_maybe_mirror_and_predict, then the weighting and fp16 accumulation
+            prediction = outputs[0][j].to(device).clone()
+            for k, c in enumerate(combos, start=1):
+                prediction += torch.flip(outputs[k][j].to(device), [a + 1 for a in c])
+            if mirror_axes is not None:
+                prediction /= copies
+            prediction *= gaussian
+            logits[i][sl] += prediction
+    results = []
+    for out in logits:
+        torch.div(out, n_predictions, out=out)
+        if torch.any(torch.isinf(out)):
+            raise PredictError("inf in the predicted logits (fp16 accumulation overflow, as in nnU-Net)")
+        results.append(out[(slice(None), *revert[1:])])
+    return results
+
+
+# --- file IO ---------------------------------------------------------------------------------------------------------
+
+# PIL image modes whose pixels np.asarray(PIL) returns exactly as skimage.io.imread (imageio's pillow plugin) does;
+# other modes (palette, 16-bit, ...) go through nnU-Net's reader unchanged
+_DIRECT_MODES = ("L", "RGB", "RGBA")
+
+
+def _natural_image_io_class():
+    from nnunetv2.imageio.natural_image_reader_writer import NaturalImage2DIO
+
+    class FastNaturalImage2DIO(NaturalImage2DIO):
+        """nnU-Net's PNG/BMP/TIFF reader/writer, reading and writing 8-bit images with PIL directly.
+
+        ``skimage.io`` (through imageio's plugin layer) costs several times the decode itself for small images and
+        writes at zlib's default level; pixels are identical (tested against nnU-Net's class), PNG files are written
+        with fast compression (level 1)."""
+
+        def read_images(self, image_fnames):
+            from PIL import Image
+
+            images = []
+            for f in image_fnames:
+                with Image.open(f) as image:
+                    if image.mode not in _DIRECT_MODES:
+                        return super().read_images(image_fnames)
+                    array = np.asarray(image)
+                images.append(array.transpose((2, 0, 1))[:, None] if array.ndim == 3 else array[None, None])
+            if not self._check_all_same([i.shape for i in images]):
+                raise PredictError(
+                    f"the channel files {list(image_fnames)} differ in size: {[i.shape for i in images]}"
+                )
+            return np.vstack(images, dtype=np.float32, casting="unsafe"), {"spacing": (999, 1, 1)}
+
+        def write_seg(self, seg: np.ndarray, output_fname: str, properties: dict) -> None:
+            from PIL import Image
+
+            if np.max(seg) >= 255 or not output_fname.endswith(".png"):
+                return super().write_seg(seg, output_fname, properties)
+            Image.fromarray(seg[0].astype(np.uint8, copy=False)).save(output_fname, compress_level=1)
+
+    return FastNaturalImage2DIO
+
+
+def fast_reader_writer(reader_writer_class: type) -> type:
+    """A faster drop-in for nnU-Net's reader/writer class where there is one (2D natural images), else the class."""
+    from nnunetv2.imageio.natural_image_reader_writer import NaturalImage2DIO
+
+    return _natural_image_io_class() if reader_writer_class is NaturalImage2DIO else reader_writer_class
+
+
+# --- the pipeline ---------------------------------------------------------------------------------------------------
+
+
+@dataclass
+class PredictionReport:
+    """What :func:`predict_folder_fast` did: files, skipped cases and wall time per stage (seconds)."""
+
+    written: list[str]
+    skipped: list[str]
+    seconds: float
+    stage_seconds: dict[str, float]
+    engine: str
+
+    @property
+    def images_per_second(self) -> float:
+        return len(self.written) / self.seconds if self.seconds > 0 else float("inf")
+
+
+def list_cases(input_folder: Path, file_ending: str) -> dict[str, list[str]]:
+    """``{case: [channel files]}`` found as nnU-Net finds them (``CASE_XXXX.ext``); PredictError if there are none."""
+    from nnunetv2.utilities.utils import (
+        create_lists_from_splitted_dataset_folder,
+        get_identifiers_from_splitted_dataset_folder,
+    )
+
+    if not input_folder.is_dir():
+        raise PredictError(f"input folder {input_folder} does not exist")
+    cases = [str(c) for c in get_identifiers_from_splitted_dataset_folder(str(input_folder), file_ending)]
+    if not cases:
+        raise PredictError(
+            f"no images named CASE_0000{file_ending} in {input_folder} (nnU-Net naming: CASE_XXXX{file_ending}, one "
+            f"file per input channel file of the dataset)"
+        )
+    files = create_lists_from_splitted_dataset_folder(str(input_folder), file_ending, cases)
+    return dict(zip(cases, files, strict=True))
+
+
+class _Timer:
+    """Accumulates seconds per stage across threads."""
+
+    def __init__(self) -> None:
+        self.seconds: dict[str, float] = {}
+        self._lock = threading.Lock()
+
+    def add(self, stage: str, seconds: float) -> None:
+        with self._lock:
+            self.seconds[stage] = self.seconds.get(stage, 0.0) + seconds
+
+
+def predict_folder_fast(
+    engine: Engine,
+    input_folder: str | os.PathLike,
+    output_folder: str | os.PathLike,
+    *,
+    use_mirroring: bool = True,
+    tile_step_size: float = 0.5,
+    save_probabilities: bool = False,
+    continue_prediction: bool = False,
+    overwrite: bool = False,
+    reader_threads: int = 1,
+    images_per_batch: int = 8,
+    max_batch_elements: int = DEFAULT_MAX_BATCH_ELEMENTS,
+    export_threads: int | None = None,
+    progress: bool = True,
+) -> PredictionReport:
+    """Segments every case of ``input_folder`` with ``engine``; same output files as ``nnUNetv2_predict``.
+
+    Args:
+        engine: an :class:`Engine` (:meth:`OnnxEngine.load`, :meth:`TorchEngine.load`).
+        input_folder: raw images with nnU-Net's naming.
+        output_folder: created; also receives ``dataset.json`` and ``plans.json`` as nnU-Net writes them.
+        use_mirroring: nnU-Net's test-time mirroring along the model's axes (on by default, as in nnU-Net).
+        tile_step_size: sliding-window step (fraction of the patch).
+        save_probabilities: also write ``CASE.npz`` and ``CASE.pkl`` (nnU-Net's format).
+        continue_prediction: skip cases whose segmentation exists.
+        overwrite: replace existing segmentations (otherwise an existing one is an error, unless
+            ``continue_prediction``).
+        reader_threads: threads reading and preprocessing ahead of the network.
+        images_per_batch: consecutive images of equal preprocessed shape predicted together.
+        max_batch_elements: largest network batch in input elements.
+        export_threads: torch threads of the export step (default: 1; it runs beside the network).
+        progress: tqdm progress bar.
+    """
+    from nnunetv2.inference.export_prediction import convert_predicted_logits_to_segmentation_with_correct_shape
+    from nnunetv2.preprocessing.preprocessors.default_preprocessor import DefaultPreprocessor
+    from nnunetv2.utilities.label_handling.label_handling import determine_num_input_channels
+    from tqdm import tqdm
+
+    start = time.perf_counter()
+    timer = _Timer()
+    input_folder, output_folder = Path(input_folder), Path(output_folder)
+    pm, cm, dataset_json = engine.plans_manager, engine.configuration_manager, engine.dataset_json
+    if cm.previous_stage_name is not None:
+        raise PredictError("cascade configurations need the previous stage's segmentations: use nnUNetv2_predict")
+    label_manager = engine.label_manager
+    file_ending = dataset_json["file_ending"]
+    num_channels = determine_num_input_channels(pm, cm, dataset_json)
+    cases = list_cases(input_folder, file_ending)
+    existing = [c for c in cases if (output_folder / f"{c}{file_ending}").is_file()]
+    if existing and not (continue_prediction or overwrite):
+        raise PredictError(
+            f"{len(existing)} segmentation(s) already in {output_folder} (e.g. {existing[0]}{file_ending}): pass "
+            f"--continue-prediction to skip them or --overwrite to replace them"
+        )
+    skipped = existing if continue_prediction else []
+    todo = [c for c in cases if c not in set(skipped)]
+    output_folder.mkdir(parents=True, exist_ok=True)
+    from batchgenerators.utilities.file_and_folder_operations import save_json
+
+    save_json(dataset_json, str(output_folder / "dataset.json"), sort_keys=False)
+    save_json(pm.plans, str(output_folder / "plans.json"), sort_keys=False)
+
+    mirror_axes = engine.mirror_axes if use_mirroring else None
+    writer_class = fast_reader_writer(pm.image_reader_writer_class)
+    preprocessor = DefaultPreprocessor(verbose=False)
+    export_threads = export_threads or 1
+
+    def read(case: str):
+        t0 = time.perf_counter()
+        data, properties = writer_class().read_images(cases[case])
+        t1 = time.perf_counter()
+        timer.add("read", t1 - t0)
+        data, _, properties = preprocessor.run_case_npy(data, None, properties, pm, cm, dataset_json)
+        if data.shape[0] != num_channels:
+            raise PredictError(f"case {case}: {data.shape[0]} channels, the model expects {num_channels}")
+        timer.add("preprocess", time.perf_counter() - t1)
+        return case, torch.from_numpy(np.ascontiguousarray(data, dtype=np.float32)), properties
+
+    def write(case: str, logits: np.ndarray, properties: dict) -> str:
+        t0 = time.perf_counter()
+        ret = convert_predicted_logits_to_segmentation_with_correct_shape(
+            logits, pm, cm, label_manager, properties, save_probabilities, num_threads_torch=export_threads
+        )
+        t1 = time.perf_counter()
+        timer.add("export (resample, argmax)", t1 - t0)
+        segmentation, probabilities = ret if save_probabilities else (ret, None)
+        # temporary names, renamed into place: an interrupted run leaves no half-written segmentation
+        tmp = output_folder / f".{case}.partial"
+        final = output_folder / f"{case}{file_ending}"
+        if probabilities is not None:
+            from batchgenerators.utilities.file_and_folder_operations import save_pickle
+
+            np.savez_compressed(str(tmp) + ".npz", probabilities=probabilities)
+            save_pickle(properties, str(tmp) + ".pkl")
+            os.replace(str(tmp) + ".npz", output_folder / f"{case}.npz")
+            os.replace(str(tmp) + ".pkl", output_folder / f"{case}.pkl")
+        writer_class().write_seg(segmentation, str(tmp) + file_ending, properties)
+        os.replace(str(tmp) + file_ending, final)
+        timer.add("write", time.perf_counter() - t1)
+        return str(final)
+
+    written: list[str] = []
+    with (
+        ThreadPoolExecutor(max(1, reader_threads), thread_name_prefix="nnunet_lite_read") as readers,
+        ThreadPoolExecutor(1, thread_name_prefix="nnunet_lite_write") as writers,
+        tqdm(total=len(todo), unit="img", disable=not progress, desc="nnunet_lite predict") as bar,
+    ):
+        pending_writes: deque[Future] = deque()
+        for group in _groups(_prefetch(readers, read, todo, ahead=max(2, 2 * images_per_batch)), images_per_batch):
+            t0 = time.perf_counter()
+            images = [data for _, data, _ in group]
+            summed = None
+            for forward in engine.forwards:  # folds: summed and averaged like nnUNetPredictor
+                out = sliding_window_logits(
+                    forward,
+                    images,
+                    cm,
+                    label_manager.num_segmentation_heads,
+                    tile_step_size=tile_step_size,
+                    mirror_axes=mirror_axes,
+                    device=engine.device,
+                    max_batch_elements=max_batch_elements,
+                    max_batch=engine.max_batch,
+                )
+                out = [o.to("cpu") for o in out]
+                summed = out if summed is None else [s + o for s, o in zip(summed, out, strict=True)]
+            if len(engine.forwards) > 1:
+                summed = [s / len(engine.forwards) for s in summed]
+            timer.add("network + sliding window", time.perf_counter() - t0)
+            for (case, _, properties), logits in zip(group, summed, strict=True):
+                pending_writes.append(writers.submit(write, case, logits.numpy(), properties))
+            while len(pending_writes) > 2 * images_per_batch:  # bounded: the writer may not fall far behind
+                written.append(pending_writes.popleft().result())
+                bar.update()
+        while pending_writes:
+            written.append(pending_writes.popleft().result())
+            bar.update()
+    return PredictionReport(written, skipped, time.perf_counter() - start, timer.seconds, engine.description)
+
+
+def _prefetch(pool: ThreadPoolExecutor, fn, items: list, ahead: int) -> Iterator:
+    """``map(fn, items)`` in order, with up to ``ahead`` items computed in ``pool`` ahead of the consumer."""
+    futures: deque[Future] = deque()
+    items = iter(items)
+    for item in itertools.islice(items, ahead):
+        futures.append(pool.submit(fn, item))
+    while futures:
+        result = futures.popleft().result()
+        nxt = next(items, None)
+        if nxt is not None:
+            futures.append(pool.submit(fn, nxt))
+        yield result
+
+
+def _groups(cases: Iterator, size: int) -> Iterator[list]:
+    """Consecutive cases with equal preprocessed shape, up to ``size`` per group."""
+    group: list = []
+    for case in cases:
+        if group and (len(group) >= size or case[1].shape != group[0][1].shape):
+            yield group
+            group = []
+        group.append(case)
+    if group:
+        yield group

@@ -1,0 +1,291 @@
+"""The fast folder path of ``nnunet_lite predict`` (nnunet_lite.deploy.fast_predict) against nnU-Net's own code.
+
+The sliding window is compared with ``nnUNetPredictor.predict_sliding_window_return_logits`` on small networks;
+end-to-end comparisons with ``nnUNetv2_predict`` on trained models are in tests/test_deploy.py (2D PNG) and below
+(3D NIfTI, an untrained checkpoint saved by the trainer: the equality does not depend on training).
+"""
+
+import os
+import shutil
+from pathlib import Path
+from types import SimpleNamespace
+
+import numpy as np
+import pytest
+import torch
+from torch import nn
+
+from nnunet_lite.deploy.fast_predict import _groups, mirror_combinations, sliding_window_logits
+
+from .conftest import run_cli
+
+pytestmark = pytest.mark.usefixtures("one_thread")
+
+
+class Asymmetric(nn.Module):
+    """A position- and orientation-sensitive network: mirroring and window position change its output."""
+
+    def __init__(self, conv_op, channels: int, heads: int) -> None:
+        super().__init__()
+        self.a = conv_op(channels, 6, 3, padding=1)
+        self.b = conv_op(6, heads, 3, padding=1)
+        torch.manual_seed(0)
+        for p in self.parameters():
+            nn.init.normal_(p, std=0.5)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.b(torch.relu(self.a(x)))
+
+
+def nnunet_reference(network, image, patch, heads, mirror_axes, step=0.5):
+    """nnUNetPredictor's own sliding window (the attributes it reads, set by hand)."""
+    from nnunetv2.inference.predict_from_raw_data import nnUNetPredictor
+
+    predictor = nnUNetPredictor(
+        tile_step_size=step,
+        use_mirroring=mirror_axes is not None,
+        perform_everything_on_device=False,
+        device=torch.device("cpu"),
+        allow_tqdm=False,
+    )
+    predictor.network = network
+    predictor.configuration_manager = SimpleNamespace(patch_size=list(patch))
+    predictor.label_manager = SimpleNamespace(num_segmentation_heads=heads)
+    predictor.allowed_mirroring_axes = mirror_axes
+    return predictor.predict_sliding_window_return_logits(image)
+
+
+CASES = {
+    # name: (conv, image shapes (C, *spatial) of one group, patch, mirror axes)
+    "2d one window": (nn.Conv2d, [(3, 1, 32, 32)] * 3, (32, 32), (0, 1)),
+    "2d sliding, padded": (nn.Conv2d, [(3, 1, 45, 70)] * 2, (32, 32), (0, 1)),
+    "2d no mirroring": (nn.Conv2d, [(3, 1, 45, 70)], (32, 32), None),
+    "2d on a 3d volume": (nn.Conv2d, [(1, 3, 40, 40)], (32, 32), (0, 1)),
+    "3d": (nn.Conv3d, [(1, 20, 24, 28)] * 2, (16, 16, 16), (0, 1, 2)),
+}
+
+
+@pytest.mark.parametrize("case", CASES)
+@pytest.mark.parametrize("max_batch_elements", [1, 2**22], ids=["one window per call", "batched"])
+def test_sliding_window_equals_nnunet(case, max_batch_elements):
+    conv_op, shapes, patch, mirror_axes = CASES[case]
+    network = Asymmetric(conv_op, shapes[0][0], heads=3).eval()
+    generator = torch.Generator().manual_seed(1)
+    images = [torch.randn(*s, generator=generator) for s in shapes]
+    config = SimpleNamespace(patch_size=list(patch))
+    ours = sliding_window_logits(
+        network, images, config, 3, mirror_axes=mirror_axes, max_batch_elements=max_batch_elements
+    )
+    for image, got in zip(images, ours, strict=True):
+        reference = nnunet_reference(network, image, patch, 3, mirror_axes)
+        assert got.dtype == reference.dtype == torch.float16 and got.shape == reference.shape
+        assert got.abs().max() > 0.1, "logits near zero: the comparison would be vacuous"
+        # a batch may round differently in the last float32 bit; after nnU-Net's fp16 accumulation the logits are
+        # equal or one fp16 step apart, and the argmax differs only at exact near-ties
+        diff = (got.float() - reference.float()).abs()
+        assert diff.max() <= 2e-3 * max(1.0, reference.abs().max().item()), diff.max()
+        differing = (got.argmax(0) != reference.argmax(0)).float().mean().item()
+        assert differing <= 1e-3, differing
+        if max_batch_elements == 1:
+            assert torch.equal(got, reference), "one window per call must reproduce nnU-Net bit for bit"
+
+
+def test_sliding_window_respects_mirroring():
+    """With an orientation-sensitive network, mirroring must change the logits (else the test above is vacuous)."""
+    network = Asymmetric(nn.Conv2d, 3, heads=2).eval()
+    image = torch.randn(3, 1, 32, 32, generator=torch.Generator().manual_seed(2))
+    config = SimpleNamespace(patch_size=[32, 32])
+    with_tta = sliding_window_logits(network, [image], config, 2, mirror_axes=(0, 1))[0]
+    without = sliding_window_logits(network, [image], config, 2, mirror_axes=None)[0]
+    assert (with_tta.float() - without.float()).abs().max() > 0.05
+
+
+def test_mirror_combinations_follow_nnunet_order():
+    assert mirror_combinations((0, 1)) == [(0,), (1,), (0, 1)]
+    assert mirror_combinations(None) == []
+    assert len(mirror_combinations((0, 1, 2))) == 7
+
+
+def test_groups_split_on_shape_and_size():
+    items = [(c, torch.zeros(s), None) for c, s in [("a", (1, 4)), ("b", (1, 4)), ("c", (1, 5)), ("d", (1, 5))]]
+    assert [[c for c, _, _ in g] for g in _groups(iter(items), 3)] == [["a", "b"], ["c", "d"]]
+    assert [[c for c, _, _ in g] for g in _groups(iter(items), 1)] == [["a"], ["b"], ["c"], ["d"]]
+
+
+# --- 3D NIfTI end to end, against nnUNetv2_predict ------------------------------------------------------------------
+
+
+def save_untrained_checkpoint(dataset: str, configuration: str, trainer_name: str) -> Path:
+    """The trainer's own checkpoint of its freshly initialised network, in nnUNet_results (no training): speed and
+    equality with nnUNetv2_predict do not depend on the weights. Returns the model folder."""
+    from nnunetv2.run.run_training import get_trainer_from_args
+
+    from nnunet_lite.nnunet_env import make_trainers_discoverable
+
+    make_trainers_discoverable()
+    trainer = get_trainer_from_args(dataset, configuration, 0, trainer_name, device=torch.device("cpu"))
+    trainer.initialize()
+    Path(trainer.output_folder).mkdir(parents=True, exist_ok=True)
+    trainer.save_checkpoint(str(Path(trainer.output_folder) / "checkpoint_final.pth"))
+    preprocessed = Path(trainer.preprocessed_dataset_folder_base)
+    for name, target in (("nnUNetPlans.json", "plans.json"), ("dataset.json", "dataset.json")):
+        shutil.copy(preprocessed / name, Path(trainer.output_folder_base) / target)
+    return Path(trainer.output_folder_base)
+
+
+@pytest.fixture(scope="module")
+def untrained_2d(nnunet_env):
+    """64x64 RGB PNGs planned by nnU-Net, an untrained MedLiteNet checkpoint and its ONNX export; the test images:
+    four of the patch size (one batch) and one larger (sliding window)."""
+    pytest.importorskip("onnxruntime")
+    from PIL import Image
+
+    from nnunet_lite.synthetic import make_lesion_dataset_2d
+
+    raw = make_lesion_dataset_2d(Path(os.environ["nnUNet_raw"]), 924, num_train=4, num_test=4, seed=6)
+    big = Image.open(raw / "imagesTs" / "lesion_ts_000_0000.png").resize((100, 77), Image.BILINEAR)
+    big.save(raw / "imagesTs" / "lesion_ts_big_0000.png")
+    run_cli("nnUNetv2_plan_and_preprocess", "-d", "924", "-c", "2d", "-np", "1", "-npfp", "1")
+    model = save_untrained_checkpoint("924", "2d", "nnUNetTrainerMedLiteNet")
+    export = nnunet_env / "exports" / "untrained_medlitenet"
+    run_cli(
+        "nnunet_lite", "export", "-d", "924", "-c", "2d", "-tr", "nnUNetTrainerMedLiteNet", "-f", "0", "-o", str(export)
+    )
+    reference = nnunet_env / "reference_924"
+    run_cli(
+        "nnUNetv2_predict", "-i", str(raw / "imagesTs"), "-o", str(reference), "-d", "924", "-c", "2d",
+        "-tr", "nnUNetTrainerMedLiteNet", "-f", "0", "-device", "cpu", "-npp", "0", "-nps", "0",
+    )  # fmt: skip
+    return {"raw": raw, "model": model, "export": export, "reference": reference}
+
+
+def count_differing_pixels(reference: Path, ours: Path, file_ending: str) -> tuple[int, int]:
+    """(differing, total) voxels over all segmentations of ``reference`` (nnU-Net's reader); asserts the same files,
+    shapes and geometry, and that the reference is not a single label (a vacuous comparison)."""
+    from nnunetv2.imageio.reader_writer_registry import determine_reader_writer_from_file_ending
+
+    files = sorted(p.name for p in reference.glob(f"*{file_ending}"))
+    assert files and files == sorted(p.name for p in ours.glob(f"*{file_ending}"))
+    reader = determine_reader_writer_from_file_ending(file_ending, str(reference / files[0]))()
+    labels, differing, total = set(), 0, 0
+    for name in files:
+        a, props_a = reader.read_seg(str(reference / name))
+        b, props_b = reader.read_seg(str(ours / name))
+        assert a.shape == b.shape and np.allclose(props_a["spacing"], props_b["spacing"]), name
+        labels |= set(np.unique(a).tolist())
+        differing += int((a != b).sum())
+        total += a.size
+    assert len(labels) > 1, "reference has one label only: the comparison would be vacuous"
+    return differing, total
+
+
+# untrained logits have many near-ties, so a last-bit rounding difference (batched windows, the onnxruntime graph,
+# folded BatchNorm) can flip a voxel; the tests count them. A broken pipeline differs in a large share.
+MAX_DIFFERING_SHARE = 2e-3
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("engine", ["torch", "onnx"])
+def test_2d_png_matches_nnunetv2_predict(untrained_2d, engine, tmp_path):
+    model = untrained_2d["model"] if engine == "torch" else untrained_2d["export"]
+    ours = tmp_path / "ours"
+    proc = run_cli(
+        "nnunet_lite", "predict", "-i", str(untrained_2d["raw"] / "imagesTs"), "-o", str(ours), "-m", str(model),
+        "--threads", "1", "--disable-progress-bar",
+    )  # fmt: skip
+    assert "5 segmentations" in proc.stdout and ("onnxruntime" in proc.stdout) == (engine == "onnx")
+    differing, total = count_differing_pixels(untrained_2d["reference"], ours, ".png")
+    assert differing / total <= MAX_DIFFERING_SHARE, (differing, total)
+    assert (ours / "dataset.json").is_file() and (ours / "plans.json").is_file()
+    assert not list(ours.glob(".*partial*")), "temporary files left behind"
+
+
+@pytest.mark.slow
+def test_2d_torch_engine_unoptimised_is_pixel_identical(untrained_2d, tmp_path):
+    """Without the inference rewrites and one image per batch, the PyTorch engine runs nnU-Net's exact numerics."""
+    ours = tmp_path / "ours"
+    run_cli(
+        "nnunet_lite", "predict", "-i", str(untrained_2d["raw"] / "imagesTs"), "-o", str(ours),
+        "-d", "924", "-c", "2d", "-tr", "nnUNetTrainerMedLiteNet", "-f", "0", "--no-optimize", "--batch-images", "1",
+        "--threads", "1", "--disable-progress-bar",
+    )  # fmt: skip
+    differing, total = count_differing_pixels(untrained_2d["reference"], ours, ".png")
+    assert differing <= total * 1e-4, (differing, total)
+
+
+@pytest.mark.slow
+def test_continue_prediction_and_refusal_to_overwrite(untrained_2d, tmp_path, capsys):
+    from nnunet_lite.cli import main
+
+    images, ours = untrained_2d["raw"] / "imagesTs", tmp_path / "ours"
+    args = ["predict", "-i", str(images), "-o", str(ours), "-m", str(untrained_2d["model"]), "--disable-tta"]
+    args += ["--disable-progress-bar", "--threads", "1"]
+    assert main(args) == 0
+    first = (ours / "lesion_ts_001.png").stat().st_mtime_ns
+    (ours / "lesion_ts_002.png").unlink()
+    capsys.readouterr()
+    assert main(args) == 1
+    assert "--continue-prediction" in capsys.readouterr().err
+    assert main([*args, "--continue-prediction"]) == 0
+    out = capsys.readouterr().out
+    assert "1 segmentations" in out and "4 existing skipped" in out
+    assert (ours / "lesion_ts_002.png").is_file() and (ours / "lesion_ts_001.png").stat().st_mtime_ns == first
+    assert main([*args, "-i", str(tmp_path / "nowhere")]) == 1
+    assert "does not exist" in capsys.readouterr().err
+    assert main(["predict", "-i", str(images), "-o", str(tmp_path / "x"), "-m", str(tmp_path)]) == 1
+    assert "not an nnunet_lite export folder" in capsys.readouterr().err
+
+
+@pytest.fixture(scope="module")
+def untrained_3d(nnunet_env):
+    """Anisotropic NIfTI volumes planned by nnU-Net (3d_fullres) and an untrained LGMSNet checkpoint."""
+    from nnunet_lite.synthetic import make_organ_dataset_3d
+
+    raw = make_organ_dataset_3d(Path(os.environ["nnUNet_raw"]), 923, num_train=4, num_test=2, seed=5)
+    run_cli("nnUNetv2_plan_and_preprocess", "-d", "923", "-c", "3d_fullres", "-np", "1", "-npfp", "1")
+    return {"raw": raw, "model": save_untrained_checkpoint("923", "3d_fullres", "nnUNetTrainerLGMSNet")}
+
+
+@pytest.mark.slow
+def test_3d_nifti_torch_engine_matches_nnunetv2_predict(untrained_3d, tmp_path):
+    images = untrained_3d["raw"] / "imagesTs"
+    reference, ours = tmp_path / "nnunetv2", tmp_path / "ours"
+    run_cli(
+        "nnUNetv2_predict", "-i", str(images), "-o", str(reference), "-d", "923", "-c", "3d_fullres",
+        "-tr", "nnUNetTrainerLGMSNet", "-f", "0", "-device", "cpu", "-npp", "0", "-nps", "0",
+    )  # fmt: skip
+    proc = run_cli(
+        "nnunet_lite", "predict", "-i", str(images), "-o", str(ours), "-m", str(untrained_3d["model"]),
+        "--no-optimize", "--threads", "1", "--disable-progress-bar",
+    )  # fmt: skip
+    assert "images/s" in proc.stdout
+    differing, total = count_differing_pixels(reference, ours, ".nii.gz")
+    assert differing / total <= MAX_DIFFERING_SHARE, (differing, total)
+
+
+@pytest.mark.parametrize("mode", ["L", "RGB", "RGBA", "P", "I;16"])
+def test_fast_png_io_equals_nnunet_reader_writer(mode, tmp_path):
+    from nnunetv2.imageio.natural_image_reader_writer import NaturalImage2DIO
+    from PIL import Image
+
+    from nnunet_lite.deploy.fast_predict import fast_reader_writer
+
+    fast = fast_reader_writer(NaturalImage2DIO)()
+    assert type(fast) is not NaturalImage2DIO
+    rng = np.random.default_rng(0)
+    channels = {"RGB": 3, "RGBA": 4}.get(mode)
+    shape = (23, 31, channels) if channels else (23, 31)
+    if mode == "I;16":
+        image = Image.fromarray(rng.integers(0, 60000, (23, 31)).astype(np.uint16))
+    else:
+        image = Image.fromarray(rng.integers(0, 256, shape).astype(np.uint8), "L" if mode == "P" else None)
+        image = image.convert(mode) if mode == "P" else image
+    path = tmp_path / "img_0000.png"
+    image.save(path)
+    ours, props = fast.read_images([str(path)])
+    reference, reference_props = NaturalImage2DIO().read_images([str(path)])
+    assert ours.dtype == reference.dtype and np.array_equal(ours, reference) and props == reference_props
+    assert ours.std() > 0
+    seg = rng.integers(0, 4, (1, 23, 31)).astype(np.uint8)
+    fast.write_seg(seg, str(tmp_path / "seg.png"), props)
+    assert np.array_equal(NaturalImage2DIO().read_seg(str(tmp_path / "seg.png"))[0], seg[None].astype(np.float32))
