@@ -13,6 +13,7 @@ import argparse
 import fcntl
 import json
 import os
+import signal
 import socket
 import subprocess
 import sys
@@ -61,6 +62,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--lock-dir", type=Path, default=None)
     parser.add_argument("command", nargs=argparse.REMAINDER)
     args = parser.parse_args(argv)
+    signal.signal(signal.SIGTERM, signal.default_int_handler)
     command = args.command[1:] if args.command[:1] == ["--"] else args.command
     command = command + resume_flag(args.fold_dir)
     running, failed = state_files(args.log)
@@ -78,7 +80,14 @@ def main(argv: list[str] | None = None) -> int:
         running.write_text(json.dumps(state))
         log.write(f"\n### {time.strftime('%Y-%m-%d %H:%M:%S')} {' '.join(command)}\n")
         log.flush()
-        code = subprocess.call(command, stdout=log, stderr=subprocess.STDOUT, env=env)
+        child = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, env=env)
+        try:
+            code = child.wait()
+        except KeyboardInterrupt:  # Ctrl-C, SIGTERM (scancel, Snakemake's cancel): interrupted, not failed
+            child.terminate()
+            child.wait()
+            running.unlink(missing_ok=True)
+            return 130
         if code == 0 and not (args.fold_dir / "checkpoint_final.pth").is_file():
             log.write("nnUNetv2_train exited 0 but wrote no checkpoint_final.pth\n")
             code = 1
