@@ -21,6 +21,8 @@ SUBCOMMAND_MODULES = (
     "nnunet_lite.commands.export",
     "nnunet_lite.commands.predict",
     "nnunet_lite.commands.study",
+    "nnunet_lite.commands.robustness",
+    "nnunet_lite.commands.figure",
 )
 
 

@@ -60,6 +60,8 @@ def markdown(comparison: Comparison, command: str | None = None) -> str:
     ]
     sources = extra_sources(comparison)
     header += [f"{s} Dice" for s in sources]
+    robust_sets = [c.removesuffix(": corrupted Dice") for c in t.columns if c.endswith(": corrupted Dice")]
+    header += [f"{s}: clean / corrupted Dice (drop)" for s in robust_sets]
     rows = []
     for _, r in t.iterrows():
         n_folds = len(r["folds"]) if isinstance(r["folds"], list) else 0
@@ -81,6 +83,9 @@ def markdown(comparison: Comparison, command: str | None = None) -> str:
             n, folds = r[f"{s}: n_cases"], r[f"{s}: folds"]
             where = "" if pd.isna(n) else f" (n={int(n)}" + (f", folds {' '.join(folds)})" if len(folds) > 1 else ")")
             row.append(_mean_std(r[f"{s}: Dice_mean_cases"], r[f"{s}: Dice_std_cases"]) + where)
+        for s in robust_sets:
+            clean, corrupted, drop = (r[f"{s}: {k}"] for k in ("clean Dice", "corrupted Dice", "relative drop"))
+            row.append("–" if pd.isna(clean) else f"{clean:.3f} / {corrupted:.3f} ({100 * drop:.1f}%)")
         rows.append(row)
     base = comparison.baseline.label if comparison.baseline else "–"
     stats_rows = [

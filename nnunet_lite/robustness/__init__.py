@@ -1,0 +1,1 @@
+"""Robustness under acquisition artefacts: corruption suites, corrupted test sets, their predictions and the report."""

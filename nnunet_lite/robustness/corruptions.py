@@ -1,0 +1,269 @@
+"""Photometric corruptions with five severities, grouped into per-modality suites.
+
+The corruptions follow ImageNet-C (Hendrycks & Dietterich, ICLR 2019; reference code ``imagecorruptions`` 1.1.2) and
+MedMNIST-C (Di Salvo et al., arXiv 2406.17536; ``medmnistc/corruptions/registry.py``), which chose per-modality
+parameters. Both libraries are Apache-2.0 but neither imports with today's stack (``imagecorruptions`` needs
+``pkg_resources``, ``np.float_`` and ``scipy.ndimage.interpolation``, all removed; ``medmnistc`` pins
+scikit-image 0.23 and needs ImageMagick), so the functions are re-implemented here from those references with numpy,
+scipy, scikit-image and Pillow. Only geometry-preserving corruptions are used, so the reference masks stay valid.
+
+Both references work on 224x224 images; spatial parameters (blur radii, motion length) are scaled by
+``min(height, width) / 224`` so that a severity means the same relative blur at any resolution.
+"""
+
+from __future__ import annotations
+
+import io
+import zlib
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import numpy as np
+from PIL import Image, ImageEnhance
+from scipy import ndimage
+
+REFERENCE_SIZE = 224  # ImageNet-C and MedMNIST-C parameters are for 224x224 images
+SEVERITIES = (1, 2, 3, 4, 5)
+
+
+def _scale(image: np.ndarray) -> float:
+    return min(image.shape[:2]) / REFERENCE_SIZE
+
+
+def _per_channel(image: np.ndarray, fn: Callable[[np.ndarray], np.ndarray]) -> np.ndarray:
+    if image.ndim == 2:
+        return fn(image)
+    return np.stack([fn(image[..., c]) for c in range(image.shape[-1])], axis=-1)
+
+
+def _convolve(image: np.ndarray, kernel: np.ndarray) -> np.ndarray:
+    """Convolution with reflected borders, by FFT (blur kernels reach 45 px on 600 px endoscopy frames)."""
+    from scipy.signal import fftconvolve
+
+    ky, kx = kernel.shape[0] // 2, kernel.shape[1] // 2
+
+    def one(x: np.ndarray) -> np.ndarray:
+        padded = np.pad(x, ((ky, ky), (kx, kx)), mode="reflect")
+        return fftconvolve(padded, kernel, mode="valid")
+
+    return _per_channel(image, one)
+
+
+# ------------------------------------------------------------------------------------------------ corruptions
+# Each takes a float image in [0, 1] (H x W or H x W x C), the severity's parameter and a numpy Generator.
+
+
+def gaussian_noise(image: np.ndarray, std: float, rng: np.random.Generator) -> np.ndarray:
+    """Additive Gaussian noise of standard deviation ``std`` (ImageNet-C ``gaussian_noise``)."""
+    return image + rng.normal(0, std, image.shape)
+
+
+def shot_noise(image: np.ndarray, photons: float, rng: np.random.Generator) -> np.ndarray:
+    """Poisson noise with ``photons`` counts at full intensity (ImageNet-C ``shot_noise``)."""
+    return rng.poisson(image * photons) / photons
+
+
+def impulse_noise(image: np.ndarray, amount: float, rng: np.random.Generator) -> np.ndarray:
+    """Salt-and-pepper noise on a fraction ``amount`` of the values (ImageNet-C ``impulse_noise``, skimage ``s&p``)."""
+    from skimage.util import random_noise
+
+    return random_noise(np.clip(image, 0, 1), mode="s&p", amount=amount, rng=rng)
+
+
+def speckle_noise(image: np.ndarray, std: float, rng: np.random.Generator) -> np.ndarray:
+    """Multiplicative Gaussian noise ``x + x * N(0, std)`` (ImageNet-C / MedMNIST-C ``speckle_noise``)."""
+    return image + image * rng.normal(0, std, image.shape)
+
+
+def gaussian_blur(image: np.ndarray, sigma: float, rng: np.random.Generator) -> np.ndarray:
+    """Gaussian blur of standard deviation ``sigma`` pixels at 224 px (ImageNet-C ``gaussian_blur``)."""
+    s = sigma * _scale(image)
+    return _per_channel(image, lambda x: ndimage.gaussian_filter(x, s, mode="reflect"))
+
+
+def _disk(radius: float, alias_blur: float) -> np.ndarray:
+    # ImageNet-C's disk(): a normalised disc, anti-aliased by a small Gaussian. The rim pixels get their fractional
+    # coverage so that the blur grows continuously with the (resolution-scaled, non-integer) radius.
+    half = int(np.ceil(radius)) + 1
+    yy, xx = np.mgrid[-half : half + 1, -half : half + 1]
+    kernel = np.clip(radius + 0.5 - np.hypot(xx, yy), 0, 1)
+    kernel = ndimage.gaussian_filter(kernel, alias_blur) if alias_blur > 0 else kernel
+    return kernel / kernel.sum()
+
+
+def defocus_blur(image: np.ndarray, radius_alias: tuple[float, float], rng: np.random.Generator) -> np.ndarray:
+    """Out-of-focus blur: convolution with a disc of ``radius`` px at 224 px (ImageNet-C ``defocus_blur``)."""
+    radius, alias = radius_alias
+    return _convolve(image, _disk(radius * _scale(image), alias))
+
+
+def motion_blur(image: np.ndarray, radius_sigma: tuple[float, float], rng: np.random.Generator) -> np.ndarray:
+    """Linear motion blur at a random angle in [-45, 45] degrees (ImageNet-C ``motion_blur``).
+
+    ImageNet-C calls ImageMagick's ``MotionBlurImage(radius, sigma, angle)``: a one-sided line kernel of length
+    ``radius`` with Gaussian weights of width ``sigma`` along it. The same kernel is built here with numpy.
+    """
+    radius, sigma = (p * _scale(image) for p in radius_sigma)
+    angle = np.deg2rad(rng.uniform(-45, 45))
+    length = max(int(np.ceil(radius)), 1)
+    steps = np.linspace(0, radius, 4 * length + 1)  # sub-pixel steps, splatted bilinearly: continuous in radius
+    weights = np.exp(-(steps**2) / (2 * max(sigma, 1e-3) ** 2))
+    kernel = np.zeros((2 * length + 3, 2 * length + 3))
+    for step, weight in zip(steps, weights, strict=True):
+        y, x = length + 1 + step * np.sin(angle), length + 1 + step * np.cos(angle)
+        y0, x0 = int(np.floor(y)), int(np.floor(x))
+        fy, fx = y - y0, x - x0
+        kernel[y0 : y0 + 2, x0 : x0 + 2] += weight * np.outer([1 - fy, fy], [1 - fx, fx])
+    return _convolve(image, kernel / kernel.sum())
+
+
+def _pil(image: np.ndarray) -> Image.Image:
+    return Image.fromarray(np.round(np.clip(image, 0, 1) * 255).astype(np.uint8))
+
+
+def _from_pil(image: Image.Image) -> np.ndarray:
+    return np.asarray(image, dtype=np.float64) / 255
+
+
+def jpeg_compression(image: np.ndarray, quality: int, rng: np.random.Generator) -> np.ndarray:
+    """JPEG re-encoding at ``quality`` (ImageNet-C ``jpeg_compression``, Pillow's encoder)."""
+    buffer = io.BytesIO()
+    _pil(image).save(buffer, format="JPEG", quality=int(quality))
+    return _from_pil(Image.open(buffer))
+
+
+def pixelate(image: np.ndarray, factor: float, rng: np.random.Generator) -> np.ndarray:
+    """Down- and up-sampling by ``factor`` with box filters (ImageNet-C ``pixelate``); the size is unchanged."""
+    pil = _pil(image)
+    small = pil.resize((max(1, int(pil.width * factor)), max(1, int(pil.height * factor))), Image.BOX)
+    return _from_pil(small.resize(pil.size, Image.BOX))
+
+
+def brightness(image: np.ndarray, factor: float, rng: np.random.Generator) -> np.ndarray:
+    """Pillow's ``ImageEnhance.Brightness`` by ``factor`` (MedMNIST-C ``brightness_up/down``; ultrasound gain)."""
+    return _from_pil(ImageEnhance.Brightness(_pil(image)).enhance(factor))
+
+
+def contrast(image: np.ndarray, factor: float, rng: np.random.Generator) -> np.ndarray:
+    """Pillow's ``ImageEnhance.Contrast`` by ``factor`` (MedMNIST-C ``contrast_up/down``)."""
+    return _from_pil(ImageEnhance.Contrast(_pil(image)).enhance(factor))
+
+
+def black_corner(image: np.ndarray, radius_factor: float, rng: np.random.Generator) -> np.ndarray:
+    """Dark corners of a dermoscope: everything outside a centred disc of ``radius_factor`` times the half short side
+    is black (MedMNIST-C ``BlackCorner``, the "dark corner" artefact of Bissoto et al., CVPR-W 2019)."""
+    h, w = image.shape[:2]
+    yy, xx = np.mgrid[0:h, 0:w]
+    inside = np.hypot(yy - h // 2, xx - w // 2) <= radius_factor * min(h, w) / 2
+    return image * (inside if image.ndim == 2 else inside[..., None])
+
+
+def specular_highlights(image: np.ndarray, count_radius: tuple[int, float], rng: np.random.Generator) -> np.ndarray:
+    """Specular reflections of the endoscope's light: ``count`` saturated white spots with a Gaussian rim, radius up
+    to ``radius`` px at 224 px, blended over the image.
+
+    No library implements this; the appearance (small saturated, near-white, sharply bounded blobs on wet mucosa) is
+    the one detected and inpainted by Arnold et al., "Automatic segmentation and inpainting of specular highlights for
+    endoscopic imaging", EURASIP J. Image Video Process. 2010.
+    """
+    count, radius = count_radius
+    h, w = image.shape[:2]
+    yy, xx = np.mgrid[0:h, 0:w]
+    alpha = np.zeros((h, w))
+    for _ in range(int(count)):
+        r = max(rng.uniform(0.3, 1.0) * radius * _scale(image), 1.0)
+        cy, cx = rng.uniform(0, h), rng.uniform(0, w)
+        ay, ax = r * rng.uniform(0.5, 1.0), r  # elongated, like reflections on folds
+        d = np.hypot((yy - cy) / ay, (xx - cx) / ax)
+        alpha = np.maximum(alpha, np.clip(1.5 - d, 0, 1))  # saturated core, ~half-radius soft rim
+    alpha = alpha if image.ndim == 2 else alpha[..., None]
+    return image * (1 - alpha) + alpha
+
+
+@dataclass(frozen=True)
+class Corruption:
+    """One corruption of a suite: the function and its parameter for severities 1-5, with where they come from."""
+
+    name: str
+    function: Callable[[np.ndarray, object, np.random.Generator], np.ndarray]
+    parameters: tuple
+    source: str
+
+    def apply(self, image: np.ndarray, severity: int, rng: np.random.Generator) -> np.ndarray:
+        """``image``: float in [0, 1], H x W or H x W x C; returns the same shape, clipped to [0, 1]."""
+        if severity not in SEVERITIES:
+            raise ValueError(f"severity must be one of {SEVERITIES}, got {severity}")
+        return np.clip(self.function(image, self.parameters[severity - 1], rng), 0, 1)
+
+
+IMAGENET_C = "ImageNet-C"
+DERMA = "MedMNIST-C dermamnist"
+BREAST = "MedMNIST-C breastmnist"
+
+# MedMNIST-C's dermamnist black_corner list is [1.10, 1.05, 1.00, 0.90, 0.95]; severities 4 and 5 are swapped here
+# so that the corrupted area grows with severity.
+SUITES: dict[str, tuple[Corruption, ...]] = {
+    "dermoscopy": (
+        Corruption("gaussian_noise", gaussian_noise, (0.04, 0.08, 0.12, 0.18, 0.26), DERMA),
+        Corruption("defocus_blur", defocus_blur, ((4, 0.1), (5, 0.2), (6, 0.3), (7, 0.4), (8, 0.5)), DERMA),
+        Corruption("motion_blur", motion_blur, ((10, 5), (15, 5), (15, 8), (15, 12), (20, 15)), DERMA),
+        Corruption("jpeg_compression", jpeg_compression, (30, 20, 15, 10, 7), DERMA),
+        Corruption("brightness_up", brightness, (1.1, 1.2, 1.3, 1.4, 1.5), DERMA),
+        Corruption("brightness_down", brightness, (0.9, 0.8, 0.7, 0.6, 0.5), DERMA),
+        Corruption("contrast_down", contrast, (0.8, 0.7, 0.6, 0.5, 0.4), DERMA),
+        Corruption("black_corner", black_corner, (1.10, 1.05, 1.00, 0.95, 0.90), DERMA),
+    ),
+    "ultrasound": (
+        Corruption("speckle_noise", speckle_noise, (0.10, 0.15, 0.20, 0.25, 0.30), BREAST),
+        Corruption("motion_blur", motion_blur, ((5, 5), (9, 7), (9, 10), (13, 10), (17, 12)), BREAST),
+        Corruption("jpeg_compression", jpeg_compression, (50, 30, 15, 10, 7), BREAST),
+        Corruption("pixelate", pixelate, (0.30, 0.25, 0.20, 0.15, 0.10), BREAST),
+        Corruption("gain_up", brightness, (1.4, 1.5, 1.6, 1.8, 2.0), BREAST + " brightness_up"),
+        Corruption("gain_down", brightness, (0.55, 0.5, 0.45, 0.4, 0.3), BREAST + " brightness_down"),
+        Corruption("contrast_down", contrast, (0.9, 0.8, 0.7, 0.6, 0.4), BREAST),
+    ),
+    # MedMNIST-C has no endoscopy set: ImageNet-C's blur/noise/digital parameters, MedMNIST-C's generic exposure.
+    "endoscopy": (
+        Corruption("defocus_blur", defocus_blur, ((3, 0.1), (4, 0.5), (6, 0.5), (8, 0.5), (10, 0.5)), IMAGENET_C),
+        Corruption("motion_blur", motion_blur, ((10, 3), (15, 5), (15, 8), (15, 12), (20, 15)), IMAGENET_C),
+        Corruption("gaussian_noise", gaussian_noise, (0.08, 0.12, 0.18, 0.26, 0.38), IMAGENET_C),
+        Corruption("jpeg_compression", jpeg_compression, (25, 18, 15, 10, 7), IMAGENET_C),
+        Corruption("brightness_up", brightness, (1.1, 1.2, 1.3, 1.4, 1.5), DERMA + " (exposure)"),
+        Corruption("brightness_down", brightness, (0.9, 0.8, 0.7, 0.6, 0.5), DERMA + " (exposure)"),
+        Corruption("specular_highlights", specular_highlights, ((2, 6), (4, 8), (6, 10), (8, 12), (12, 14)), "own"),
+    ),
+    "generic": (
+        Corruption("gaussian_noise", gaussian_noise, (0.08, 0.12, 0.18, 0.26, 0.38), IMAGENET_C),
+        Corruption("shot_noise", shot_noise, (60, 25, 12, 5, 3), IMAGENET_C),
+        Corruption("impulse_noise", impulse_noise, (0.03, 0.06, 0.09, 0.17, 0.27), IMAGENET_C),
+        Corruption("gaussian_blur", gaussian_blur, (1, 2, 3, 4, 6), IMAGENET_C),
+        Corruption("defocus_blur", defocus_blur, ((3, 0.1), (4, 0.5), (6, 0.5), (8, 0.5), (10, 0.5)), IMAGENET_C),
+        Corruption("motion_blur", motion_blur, ((10, 3), (15, 5), (15, 8), (15, 12), (20, 15)), IMAGENET_C),
+        Corruption("jpeg_compression", jpeg_compression, (25, 18, 15, 10, 7), IMAGENET_C),
+        Corruption("pixelate", pixelate, (0.6, 0.5, 0.4, 0.3, 0.25), IMAGENET_C),
+        Corruption("brightness_up", brightness, (1.1, 1.2, 1.3, 1.4, 1.5), DERMA),
+        Corruption("brightness_down", brightness, (0.9, 0.8, 0.7, 0.6, 0.5), DERMA),
+        Corruption("contrast_down", contrast, (0.8, 0.7, 0.6, 0.5, 0.4), DERMA),
+    ),
+}
+
+
+def get_suite(name: str, corruptions: list[str] | None = None) -> tuple[Corruption, ...]:
+    """The suite ``name``, optionally restricted to the named ``corruptions`` (in the suite's order)."""
+    if name not in SUITES:
+        raise KeyError(f"unknown suite {name!r}; choose one of {sorted(SUITES)}")
+    suite = SUITES[name]
+    if corruptions:
+        known = [c.name for c in suite]
+        unknown = [c for c in corruptions if c not in known]
+        if unknown:
+            raise KeyError(f"suite {name} has no corruption {unknown}; it has {known}")
+        suite = tuple(c for c in suite if c.name in corruptions)
+    return suite
+
+
+def case_rng(seed: int, corruption: str, case: str) -> np.random.Generator:
+    """The random stream of one case and corruption, fixed by the seed and names only (stable across runs and case
+    order). It does not depend on the severity: every severity draws the same noise, angle or spots, scaled, so the
+    severities of a case differ only in strength."""
+    return np.random.default_rng([seed, zlib.crc32(corruption.encode()), zlib.crc32(case.encode())])

@@ -1,0 +1,142 @@
+"""``nnunet_lite robustness run``: every trainer predicts every corrupted set with nnU-Net's predictor.
+
+Results go next to each model, in nnU-Net's results tree::
+
+    nnUNet_results/<dataset>/<trainer>__<plans>__<config>/robustness/<set>/fold_N/<clean | corruption_sK>/
+        *.png / *.nii.gz      nnU-Net's predictions
+        summary.json          nnU-Net's evaluation (per-case metrics)
+        robustness.json       the set's manifest id, timing, checkpoint
+
+A set whose ``robustness.json`` names the current manifest is skipped, so an interrupted run resumes where it stopped;
+a set regenerated with ``make --overwrite`` gets a new manifest id and is predicted again.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Sequence
+from pathlib import Path
+
+import torch
+from tqdm import tqdm
+
+from ..atomic import atomic_folder
+from ..comparison.nnunet_io import ComparisonError, dataset_name, evaluate_folder, quiet, require_env
+from ..nnunet_env import make_trainers_discoverable
+from .make import load_manifest
+
+
+def model_folder(dataset: str, trainer: str, plans_name: str, configuration: str) -> Path:
+    model = require_env("nnUNet_results") / dataset / f"{trainer}__{plans_name}__{configuration}"
+    if not model.is_dir():
+        found = sorted(p.name for p in model.parent.glob("*__*__*")) if model.parent.is_dir() else []
+        raise ComparisonError(f"no model folder {model} (found: {found or 'none'})")
+    return model
+
+
+def result_folder(model: Path, set_name: str, fold: str, sub: str) -> Path:
+    return model / "robustness" / set_name / f"fold_{fold}" / sub
+
+
+def is_done(folder: Path, manifest_id: str) -> bool:
+    info = folder / "robustness.json"
+    return (
+        (folder / "summary.json").is_file()
+        and info.is_file()
+        and json.loads(info.read_text())["manifest"] == manifest_id
+    )
+
+
+def run_robustness(
+    dataset: str | int,
+    configuration: str,
+    trainers: Sequence[str],
+    folds: Sequence[int | str] = (0,),
+    plans_name: str = "nnUNetPlans",
+    set_name: str | None = None,
+    device: str = "auto",
+    use_mirroring: bool = True,
+    checkpoint: str = "checkpoint_final.pth",
+    progress: bool = True,
+) -> list[dict]:
+    """Predicts and evaluates the clean and every corrupted copy of a set with each trainer and fold.
+
+    Args:
+        dataset: dataset ID or name.
+        configuration: nnU-Net configuration of the models (e.g. 2d).
+        trainers: trainer names; plans_name selects the model folders.
+        folds: each fold's model is evaluated separately (not ensembled), as ``zeroshot`` and ``compare`` do. A set
+            made ``--from-fold F`` holds fold F's validation cases and may only be predicted by fold F.
+        set_name: the corrupted set (default: the dataset's only one).
+        device: "cpu", "cuda" or "auto"; use_mirroring: nnU-Net's test-time mirroring.
+        checkpoint: checkpoint file in each fold folder.
+
+    Returns:
+        One row per (trainer, fold, set): whether it was predicted now or already done, seconds, mean Dice.
+    """
+    from batchgenerators.utilities.file_and_folder_operations import load_json
+    from nnunetv2.inference.predict_from_raw_data import nnUNetPredictor
+
+    name = dataset_name(dataset)
+    manifest = load_manifest(name, set_name)
+    set_name, folder = manifest["set"], Path(manifest["folder"])
+    fold_names = [str(f) for f in folds]
+    if manifest["from_fold"] is not None and fold_names != [str(manifest["from_fold"])]:
+        raise ComparisonError(
+            f"set {set_name} holds the validation cases of fold {manifest['from_fold']}; the models of other folds "
+            f"were trained on them. Use -f {manifest['from_fold']}"
+        )
+    models = {trainer: model_folder(name, trainer, plans_name, configuration) for trainer in trainers}
+    for model in models.values():
+        absent = [f for f in fold_names if not (model / f"fold_{f}" / checkpoint).is_file()]
+        if absent:
+            raise ComparisonError(f"{model.name} has no {checkpoint} for fold(s) {absent}")
+    make_trainers_discoverable()
+    device = ("cuda" if torch.cuda.is_available() else "cpu") if device == "auto" else device
+    labels = folder / "labelsTs"
+    rows = []
+    total = len(models) * len(fold_names) * len(manifest["sets"])
+    bar = tqdm(total=total, disable=not progress, desc=f"robustness run {set_name}")
+    for trainer, model in models.items():
+        dataset_json, plans = load_json(str(model / "dataset.json")), load_json(str(model / "plans.json"))
+        for fold in fold_names:
+            predictor = None
+            for sub in manifest["sets"]:
+                output = result_folder(model, set_name, fold, sub)
+                row = {"trainer": trainer, "fold": fold, "set": sub, "output": str(output)}
+                if is_done(output, manifest["id"]):
+                    info = json.loads((output / "robustness.json").read_text())
+                    rows.append({**row, "status": "done before", **info})
+                    bar.update()
+                    continue
+                if predictor is None:  # one network load per trainer and fold, reused for every set
+                    with quiet():
+                        predictor = nnUNetPredictor(
+                            use_mirroring=use_mirroring,
+                            perform_everything_on_device=device == "cuda",
+                            device=torch.device(device),
+                            allow_tqdm=False,
+                        )
+                        predictor.initialize_from_trained_model_folder(
+                            str(model), use_folds=(int(fold) if fold != "all" else fold,), checkpoint_name=checkpoint
+                        )
+                with atomic_folder(output, overwrite=True) as tmp, quiet():
+                    started = time.perf_counter()
+                    predictor.predict_from_files_sequential(str(folder / sub / "imagesTs"), str(tmp))
+                    seconds = time.perf_counter() - started
+                    summary = evaluate_folder(labels, tmp, dataset_json, plans, tmp / "summary.json")
+                    info = {
+                        "manifest": manifest["id"],
+                        "checkpoint": checkpoint,
+                        "use_mirroring": use_mirroring,
+                        "device": device,
+                        "num_cases": len(summary["metric_per_case"]),
+                        "seconds_predict": round(seconds, 3),
+                        "foreground_mean_dice": summary["foreground_mean"]["Dice"],
+                    }
+                    (tmp / "robustness.json").write_text(json.dumps(info, indent=2) + "\n")
+                rows.append({**row, "status": "predicted", **info})
+                bar.update()
+    bar.close()
+    return rows
