@@ -134,10 +134,12 @@ def test_runtime_minutes():
         runtime_minutes("two hours")
 
 
-def test_resume_flag_only_with_a_checkpoint(tmp_path):
+def test_resume_flag_follows_the_checkpoints(tmp_path):
     assert resume_flag(tmp_path) == []
     (tmp_path / "checkpoint_latest.pth").write_bytes(b"")
     assert resume_flag(tmp_path) == ["--c"]
+    (tmp_path / "checkpoint_final.pth").write_bytes(b"")  # killed during validation: only validate again
+    assert resume_flag(tmp_path) == ["--val"]
 
 
 def test_snakemake_command_local_and_slurm(tmp_path):
@@ -177,15 +179,14 @@ def test_tiny_study_killed_after_first_training_continues_without_retraining(tmp
     with open(log, "w") as out:
         proc = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
     study = Study.load(study_file, environ={})
-    first = None
-    deadline = time.time() + 600
-    while first is None and time.time() < deadline and proc.poll() is None:
-        done = [t for t in study.trainings() if (t.fold_dir / "validation" / "summary.json").is_file()]
-        first = done[0] if done else None
-        time.sleep(1)
+    deadline = time.time() + 900
+    while "(Rule: train)" not in log.read_text() and time.time() < deadline and proc.poll() is None:
+        time.sleep(0.5)  # until Snakemake reports the first training finished
     os.killpg(proc.pid, signal.SIGKILL)  # the whole run: Snakemake, the runner and any training in progress
     proc.wait()
-    assert first is not None, log.read_text()[-3000:]
+    done = [t for t in study.trainings() if (t.fold_dir / "validation" / "summary.json").is_file()]
+    assert done, log.read_text()[-3000:]
+    first = done[0]
     checkpoint = first.fold_dir / "checkpoint_final.pth"
     first_mtime = checkpoint.stat().st_mtime_ns
 

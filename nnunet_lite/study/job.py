@@ -1,10 +1,11 @@
 """One training job of a study: ``python -m nnunet_lite.study.job FOLD_DIR LOG [--gpu-slots K] -- nnUNetv2_train ...``.
 
 Decides at run time (on the node that runs it, so also for a resubmitted SLURM job) whether nnU-Net resumes: with
-``--c`` when the fold already has a checkpoint. Writes the small state files ``study status`` reads (running with
-host/PID/SLURM job, failed with exit code and log) and, on a machine with several GPUs, gives the training its own
-device: it holds an ``flock`` on one of K slot files for its lifetime. Snakemake never runs more than K ``gpu=1`` jobs
-at once, so a free slot always exists, and the kernel drops the lock when the process dies (no stale state).
+``--c`` when the fold has ``checkpoint_latest.pth``, with ``--val`` when only the validation is missing. Writes the
+small state files ``study status`` reads (running with host/PID/SLURM job, failed with exit code and log) and, on a
+machine with several GPUs, gives the training its own device: it holds an ``flock`` on one of K slot files for its
+lifetime. Snakemake never runs more than K ``gpu=1`` jobs at once, so a free slot always exists, and the kernel
+drops the lock when the process dies (no stale state).
 """
 
 from __future__ import annotations
@@ -21,12 +22,14 @@ import time
 from contextlib import contextmanager
 from pathlib import Path
 
-CHECKPOINTS = ("checkpoint_final.pth", "checkpoint_latest.pth")
-
 
 def resume_flag(fold_dir: Path) -> list[str]:
-    """``["--c"]`` if nnU-Net left a checkpoint in the fold folder (interrupted training or validation)."""
-    return ["--c"] if any((Path(fold_dir) / c).is_file() for c in CHECKPOINTS) else []
+    """How nnU-Net continues this fold: ``--val`` if training finished but its validation did not (the final
+    checkpoint stays untouched), ``--c`` if an interrupted training left ``checkpoint_latest.pth``, else nothing."""
+    fold_dir = Path(fold_dir)
+    if (fold_dir / "checkpoint_final.pth").is_file():
+        return ["--val"]
+    return ["--c"] if (fold_dir / "checkpoint_latest.pth").is_file() else []
 
 
 def state_files(log: Path) -> tuple[Path, Path]:
