@@ -45,7 +45,7 @@ def run(args: argparse.Namespace) -> int:
     if args.list or not getattr(args, "dataset", None):
         print(format_list())
         return 0 if args.list else 2
-    from nnunet_lite.dataset_conversion._common import ConversionError
+    from nnunet_lite.dataset_conversion._common import ConversionError, Terminated
 
     converter = get_converter(args.dataset)
     params = inspect.signature(converter).parameters
@@ -56,7 +56,37 @@ def run(args: argparse.Namespace) -> int:
         print(f"error: {e}", file=sys.stderr)
         print("nothing was written", file=sys.stderr)
         return 1
+    except Terminated:  # SIGTERM: exit status 128 + 15, as if the signal had killed us
+        print("terminated (SIGTERM); nothing was written", file=sys.stderr)
+        return 143
+    except KeyboardInterrupt:
+        print("interrupted; nothing was written", file=sys.stderr)
+        return 130
     return 0
+
+
+def _positive_int(text: str) -> int:
+    """argparse type: an integer >= 1 (-np 0 and -np -4 are errors, not one worker)."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {value} (use 1 for no worker processes)")
+    return value
+
+
+def _mask_threshold(text: str) -> int:
+    """argparse type: an 8-bit threshold 1..255 (999 would give empty masks, -1 full ones)."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected an integer from 1 to 255, got {text!r}") from None
+    if not 0 < value <= 255:
+        raise argparse.ArgumentTypeError(
+            f"expected an integer from 1 to 255 (8-bit mask values > T are foreground), got {value}"
+        )
+    return value
 
 
 def _add_common(parser: argparse.ArgumentParser, name: str, splits: dict[str, str]) -> None:
@@ -102,7 +132,7 @@ def _add_common(parser: argparse.ArgumentParser, name: str, splits: dict[str, st
         parser.add_argument(
             "--mask-threshold",
             dest="mask_threshold",
-            type=int,
+            type=_mask_threshold,
             metavar="T",
             default=argparse.SUPPRESS,
             help="treat mask values > T as foreground instead of requiring binary masks "
@@ -113,7 +143,7 @@ def _add_common(parser: argparse.ArgumentParser, name: str, splits: dict[str, st
         "--num-workers",
         "-np",
         dest="num_workers",
-        type=int,
+        type=_positive_int,
         metavar="N",
         help="worker processes (default: $nnUNet_def_n_proc, else min(8, CPUs))",
     )

@@ -27,8 +27,11 @@ import multiprocessing
 import os
 import re
 import shutil
+import signal
+import socket
 import sys
 import tempfile
+import threading
 from collections import Counter, defaultdict
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from concurrent.futures import ProcessPoolExecutor, as_completed
@@ -82,6 +85,29 @@ class ConversionError(Exception):
         return (type(self), (self.message, self.path, self.hint))
 
 
+class Terminated(KeyboardInterrupt):
+    """SIGTERM (``kill``, SLURM, container stop) turned into an exception, so that cleanup runs as for Ctrl-C."""
+
+
+@contextlib.contextmanager
+def sigterm_raises() -> Iterator[None]:
+    """While active, SIGTERM raises :class:`Terminated` in the main thread (a second one is ignored during the
+    cleanup). A handler someone else installed is left alone; outside the main thread this does nothing."""
+    if threading.current_thread() is not threading.main_thread() or signal.getsignal(signal.SIGTERM) != signal.SIG_DFL:
+        yield
+        return
+
+    def handler(signum: int, frame: Any) -> None:
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)
+        raise Terminated(f"terminated by signal {signum}")
+
+    signal.signal(signal.SIGTERM, handler)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, signal.SIG_DFL)
+
+
 # --------------------------------------------------------------------------------------------------------------------
 # output folder
 # --------------------------------------------------------------------------------------------------------------------
@@ -106,6 +132,16 @@ def resolve_output_root(output_root: str | os.PathLike | None = None) -> Path:
     return root.resolve()
 
 
+def check_num_workers(num_workers: int | None) -> None:
+    """None (the default) or a positive integer."""
+    if num_workers is None:
+        return
+    if isinstance(num_workers, bool) or not isinstance(num_workers, int) or num_workers < 1:
+        raise ConversionError(
+            f"--num-workers must be a positive integer, got {num_workers!r}", hint="use 1 to convert in one process"
+        )
+
+
 def check_dataset_id(dataset_id: int) -> int:
     if isinstance(dataset_id, bool) or not isinstance(dataset_id, int) or not 1 <= dataset_id <= 999:
         raise ConversionError(f"dataset ID must be an integer from 1 to 999, got {dataset_id!r}")
@@ -120,6 +156,25 @@ def _nnunet_folders(output_root: Path) -> list[Path]:
         if value and Path(value).is_dir() and Path(value).resolve() not in folders:
             folders.append(Path(value).resolve())
     return folders
+
+
+def prepare_target(output_root: Path, folder_name: str, dataset_id: int, overwrite: bool, report: Report) -> None:
+    """Before a conversion: clean up after killed runs, check the target (:func:`check_target`), and warn when
+    ``overwrite`` replaces a dataset that nnU-Net has already planned and preprocessed."""
+    remove_stale_partials(output_root, folder_name)
+    target = check_target(output_root, folder_name, dataset_id, overwrite)
+    from nnunetv2.paths import nnUNet_preprocessed
+
+    if not target.exists() or not nnUNet_preprocessed.is_set():
+        return
+    preprocessed = Path(os.fspath(nnUNet_preprocessed)) / folder_name
+    if preprocessed.is_dir():
+        report.warnings.append(
+            f"{preprocessed} holds plans, splits_final.json and preprocessed data made from the dataset this run "
+            f"replaced; they are stale now: run nnUNetv2_plan_and_preprocess -d {dataset_id} "
+            "--verify_dataset_integrity again (delete splits_final.json there first if the cases changed), and "
+            "retrain models trained on the old data"
+        )
 
 
 def check_target(output_root: Path, folder_name: str, dataset_id: int, overwrite: bool) -> Path:
@@ -146,33 +201,100 @@ def check_target(output_root: Path, folder_name: str, dataset_id: int, overwrite
 def atomic_dataset_folder(output_root: Path, folder_name: str, dataset_id: int, overwrite: bool) -> Iterator[Path]:
     """Yield an empty hidden folder inside ``output_root``; on success it becomes ``output_root/folder_name``.
 
-    On any exception (KeyboardInterrupt included) the temporary folder is removed and nothing is left behind. An
-    existing target is replaced only if ``overwrite``; it is moved aside first and deleted after the new folder is in
-    place, so a failure never destroys it.
+    On any exception (KeyboardInterrupt and SIGTERM included, see :func:`sigterm_raises`) the temporary folder is
+    removed and nothing is left behind; what a killed run (``kill -9``) left is removed by the next run
+    (:func:`remove_stale_partials`). An existing target is replaced only if ``overwrite``; it is moved aside first and
+    deleted after the new folder is in place, so a failure never destroys it.
     """
+    remove_stale_partials(output_root, folder_name)
     check_target(output_root, folder_name, dataset_id, overwrite)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{folder_name}.", suffix=".partial", dir=output_root))
-    try:
-        yield tmp
-        target = check_target(output_root, folder_name, dataset_id, overwrite)
-        umask = os.umask(0)
-        os.umask(umask)
-        tmp.chmod(0o777 & ~umask)  # mkdtemp makes 0700 folders
-        if target.exists():
-            old = Path(tempfile.mkdtemp(prefix=f".{folder_name}.", suffix=".old", dir=output_root))
-            os.replace(target, old / "dataset")
-            try:
+    with sigterm_raises():
+        tmp = Path(tempfile.mkdtemp(prefix=f".{folder_name}.{_owner()}.", suffix=".partial", dir=output_root))
+        try:
+            yield tmp
+            target = check_target(output_root, folder_name, dataset_id, overwrite)
+            umask = os.umask(0)
+            os.umask(umask)
+            tmp.chmod(0o777 & ~umask)  # mkdtemp makes 0700 folders
+            if target.exists():
+                old = Path(tempfile.mkdtemp(prefix=f".{folder_name}.{_owner()}.", suffix=".old", dir=output_root))
+                os.replace(target, old / "dataset")
+                try:
+                    os.replace(tmp, target)
+                except BaseException:
+                    os.replace(old / "dataset", target)  # put the previous dataset back
+                    raise
+                finally:
+                    shutil.rmtree(old, ignore_errors=True)
+            else:
                 os.replace(tmp, target)
-            except BaseException:
-                os.replace(old / "dataset", target)  # put the previous dataset back
-                raise
-            finally:
-                shutil.rmtree(old, ignore_errors=True)
+        except BaseException:
+            shutil.rmtree(tmp, ignore_errors=True)
+            raise
+
+
+def _owner() -> str:
+    """``host-pid`` of this process, put into temporary folder names so that a later run can tell whether the
+    process that made one still runs."""
+    host = re.sub(r"[^A-Za-z0-9\-]+", "-", socket.gethostname().split(".")[0]) or "host"
+    return f"{host}-{os.getpid()}"
+
+
+def _process_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # exists, owned by another user
+        return True
+    return True
+
+
+_REPORTED: set[Path] = set()  # foreign temporary folders already reported in this process
+
+
+def remove_stale_partials(output_root: Path, folder_name: str) -> list[Path]:
+    """Clean up the temporary folders of ``folder_name`` that a killed conversion left (``kill -9``, a crash).
+
+    A folder is stale if a process of this host made it and no longer runs: a ``.partial`` folder is removed; an
+    ``.old`` folder (the previous dataset, moved aside while the new one was renamed into place) is moved back if the
+    dataset folder is missing, removed otherwise. Folders of a running process are kept; folders from another host
+    or without an owner in the name (older versions) are reported on stderr.
+
+    Returns:
+        the folders removed or restored.
+    """
+    name = re.escape(folder_name)
+    pattern = re.compile(rf"^\.{name}\.(?:(?P<host>[A-Za-z0-9\-]+)-(?P<pid>\d+)\.)?[^.]+\.(?P<kind>partial|old)$")
+    here = _owner().rsplit("-", 1)[0]
+    handled = []
+    for path in sorted(output_root.glob(f".{folder_name}.*")):
+        m = pattern.match(path.name)
+        if m is None or not path.is_dir():
+            continue
+        if m["pid"] is None or m["host"] != here:
+            if path in _REPORTED:
+                continue
+            _REPORTED.add(path)
+            who = f"host {m['host']}" if m["host"] else "an earlier, interrupted run"
+            print(
+                f"note: {path} is a temporary folder from {who}; remove it if no conversion of {folder_name} is "
+                "running there",
+                file=sys.stderr,
+            )
+            continue
+        if _process_alive(int(m["pid"])):
+            continue  # another conversion of this dataset is running now
+        target = output_root / folder_name
+        if m["kind"] == "old" and (path / "dataset").is_dir() and not target.exists():
+            os.replace(path / "dataset", target)
+            action = f"restored {target} from"
         else:
-            os.replace(tmp, target)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
+            action = "removed"
+        shutil.rmtree(path, ignore_errors=True)
+        handled.append(path)
+        print(f"note: {action} {path}, left by a killed conversion (process {m['pid']})", file=sys.stderr)
+    return handled
 
 
 # --------------------------------------------------------------------------------------------------------------------
@@ -389,29 +511,59 @@ def default_num_workers() -> int:
     return max(1, min(8, os.cpu_count() or 1))
 
 
-def parallel_map(fn: Callable[[T], R], items: Sequence[T], num_workers: int | None = None, desc: str = "") -> list[R]:
-    """``[fn(x) for x in items]`` with a progress bar, in ``num_workers`` spawned processes (in-process if <= 1).
+def _worker_init() -> None:
+    # Ctrl-C reaches the whole process group: the parent handles it (and stops the workers), workers stay quiet.
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
 
-    ``fn`` must be a module-level function and ``items`` picklable. The first exception cancels the remaining work and
-    is re-raised (ConversionError keeps its path and hint across processes).
+
+def _stop_workers(executor: ProcessPoolExecutor) -> None:
+    """Cancel pending work and end the worker processes now, not after their current case."""
+    processes = list((getattr(executor, "_processes", None) or {}).values())  # pid -> Process (CPython 3.9-3.13)
+    for process in processes:
+        if process.is_alive():
+            process.terminate()
+    executor.shutdown(wait=True, cancel_futures=True)
+    for process in processes:
+        process.join(timeout=10)
+
+
+def parallel_map(fn: Callable[[T], R], items: Sequence[T], num_workers: int | None = None, desc: str = "") -> list[R]:
+    """``[fn(x) for x in items]`` with a progress bar, in ``num_workers`` spawned processes (in-process if 1).
+
+    ``fn`` must be a module-level function and ``items`` picklable. The first exception (KeyboardInterrupt and
+    :class:`Terminated` included) ends the workers at once and is re-raised (ConversionError keeps its path and hint
+    across processes); workers ignore SIGINT, so a Ctrl-C in the terminal prints no worker tracebacks.
     """
+    from concurrent.futures.process import BrokenProcessPool
+
     from tqdm import tqdm
 
     items = list(items)
-    num_workers = default_num_workers() if num_workers is None else max(1, int(num_workers))
+    check_num_workers(num_workers)
+    num_workers = default_num_workers() if num_workers is None else num_workers
     bar = {"desc": desc, "unit": "case", "disable": None, "dynamic_ncols": True, "file": sys.stderr}
     if num_workers <= 1 or len(items) <= 1:
         return [fn(x) for x in tqdm(items, **bar)]
     results: list[Any] = [None] * len(items)
     executor = ProcessPoolExecutor(
-        max_workers=min(num_workers, len(items)), mp_context=multiprocessing.get_context("spawn")
+        max_workers=min(num_workers, len(items)),
+        mp_context=multiprocessing.get_context("spawn"),
+        initializer=_worker_init,
     )
     try:
         futures = {executor.submit(fn, x): i for i, x in enumerate(items)}
         for fut in tqdm(as_completed(futures), total=len(futures), **bar):
             results[futures[fut]] = fut.result()
+    except BrokenProcessPool as e:
+        _stop_workers(executor)
+        raise ConversionError(
+            "a worker process died without an error message (killed by the system, e.g. out of memory, or a crash "
+            "in a file reader)",
+            hint="run again with -np 1 (fewer processes, less memory); if it still dies, the last case the progress "
+            "bar reached is the suspect",
+        ) from e
     except BaseException:
-        executor.shutdown(wait=True, cancel_futures=True)
+        _stop_workers(executor)
         raise
     executor.shutdown(wait=True)
     return results
@@ -705,32 +857,124 @@ def to_rgb(arr: np.ndarray, path: Path) -> tuple[np.ndarray, bool]:
     raise ConversionError(f"unsupported image shape {arr.shape}", path, hint="expected a grey or RGB(A) image")
 
 
+# Threshold mode (lossy or anti-aliased masks): what counts as compression noise rather than a grey region or colour.
+# Measured on the real Kvasir-SEG (JPEG) and CVC-ClinicDB (TIFF) masks and on synthetic JPEG masks down to quality 30:
+# every pixel between a quarter and three quarters of the range lies within 3 px of both a black and a white pixel.
+MASK_GREY_BAND = (0.25, 0.75)  # of the value range: values strictly inside are "grey" (63..192 for 8 bits)
+MASK_EDGE_RADIUS = 3  # px: grey or coloured pixels this close to both black and white are edge noise
+MASK_NOISE_PIXELS = 16  # grey or coloured pixels away from edges tolerated per mask (isolated JPEG ringing)
+MASK_EDGE_SHARE = 1 / 3  # grey pixels may fill at most this share of the strip along black/white edges
+
+
+def _distinct(arr: np.ndarray) -> np.ndarray:
+    if arr.dtype == np.uint8:
+        return np.flatnonzero(np.bincount(arr.ravel(), minlength=256))
+    return np.unique(arr)
+
+
+def _grey_band(grey: np.ndarray) -> tuple[int, int]:
+    """Values strictly between these two are grey (8-bit range, or 16-bit if the mask uses it)."""
+    top = 255 if grey.max(initial=0) <= 255 else 65535
+    low = int(MASK_GREY_BAND[0] * top)
+    return low, top - low
+
+
+def _away_from_edges(grey: np.ndarray) -> np.ndarray:
+    """Pixels that are not within MASK_EDGE_RADIUS of both a black and a white pixel."""
+    from scipy import ndimage
+
+    low, high = _grey_band(grey)
+    window = 2 * MASK_EDGE_RADIUS + 1
+    near_black = ndimage.maximum_filter(grey <= low, size=window)
+    near_white = ndimage.maximum_filter(grey >= high, size=window)
+    return ~(near_black & near_white)
+
+
+def _check_colours(rgb: np.ndarray, path: Path, grey: np.ndarray | None) -> None:
+    """Raise if a colour mask holds more than one foreground colour (labels that would be merged into one).
+
+    ``grey`` None: lossless mask, exact colours. Otherwise (thresholded, possibly lossy) colours are told apart by
+    which channels are above half range, ignoring pixels along black/white edges and a few noise pixels.
+    """
+    if grey is None:
+        codes = (rgb[..., 0].astype(np.int64) << 32) | (rgb[..., 1].astype(np.int64) << 16) | rgb[..., 2]
+        colours, counts = np.unique(codes[codes != 0], return_counts=True)
+        found = [
+            (tuple(int(c >> s) & 0xFFFF for s in (32, 16, 0)), int(n)) for c, n in zip(colours, counts, strict=True)
+        ]
+    else:
+        half = (255 if rgb.max(initial=0) <= 255 else 65535) // 2
+        chroma = rgb.max(axis=2).astype(np.int64) - rgb.min(axis=2)
+        if np.count_nonzero(chroma > half // 2) <= MASK_NOISE_PIXELS:
+            return  # black and white (or grey)
+        hard = _away_from_edges(grey)
+        bits = (rgb > half).astype(np.int64) @ np.array([4, 2, 1])
+        colours, counts = np.unique(bits[(bits != 0) & hard], return_counts=True)
+        found = [
+            (tuple(int(v) for v in np.median(rgb[(bits == c) & hard], axis=0)), int(n))
+            for c, n in zip(colours, counts, strict=True)
+            if n > MASK_NOISE_PIXELS
+        ]
+    if len(found) > 1:
+        shown = ", ".join(f"RGB{c} ({n} px)" for c, n in sorted(found, key=lambda t: -t[1])[:4])
+        raise ConversionError(
+            f"mask has {len(found)} foreground colours: {shown}; merging them would mix different labels",
+            path,
+            hint="this dataset has one foreground label: check that this is the dataset's original mask, or save "
+            "the structure you want as a black-and-white mask",
+        )
+
+
+def _check_grey_band(grey: np.ndarray, path: Path, threshold: int) -> None:
+    """Raise unless the grey pixels of a thresholded mask are edge noise of a black-and-white mask."""
+    low, high = _grey_band(grey)
+    mid = (grey > low) & (grey < high)
+    n_mid = int(np.count_nonzero(mid))
+    if n_mid == 0:
+        return
+    away = _away_from_edges(grey)
+    n_away = int(np.count_nonzero(mid & away))
+    strip = grey.size - int(np.count_nonzero(away))
+    if n_away > MASK_NOISE_PIXELS or n_mid > MASK_EDGE_SHARE * strip:
+        raise ConversionError(
+            f"mask has {n_mid} grey pixels ({100 * n_mid / grey.size:.1f} %) with values between {low:g} and "
+            f"{high:g}, {n_away} of them more than {MASK_EDGE_RADIUS} px from a black/white edge: a grey band or "
+            f"a soft mask, not compression noise (a few pixels along edges, at most {MASK_NOISE_PIXELS} elsewhere); "
+            f"the threshold {threshold} would silently decide which side the band falls on",
+            path,
+            hint="check that this is the dataset's original mask; if the grey region means something, save a "
+            "black-and-white mask that says which side it belongs to and convert again",
+        )
+
+
 def binarize_mask(arr: np.ndarray, path: Path, threshold: int | None = None) -> np.ndarray:
     """A {0, 1} uint8 mask.
 
     Args:
-        arr: decoded mask, (H, W) or (H, W, C); colour masks are reduced with the channel maximum (alpha dropped).
+        arr: decoded mask, (H, W) or (H, W, C); colour masks must have a single foreground colour and are reduced
+            with the channel maximum (alpha dropped).
         path: for error messages.
         threshold: None: the mask must be binary (0 and one other value, e.g. 0/255, 0/1, 1-bit) and every non-zero
             pixel is foreground. An int: pixels > threshold are foreground (lossy JPEG masks, anti-aliased edges);
-            masks whose maximum is 1 are read as 0/1.
+            masks whose maximum is 1 are read as 0/1. Grey values (between a quarter and three quarters of the
+            range) are accepted only as edge noise: next to both black and white, a few pixels in all
+            (``MASK_EDGE_RADIUS``, ``MASK_NOISE_PIXELS``, ``MASK_EDGE_SHARE``).
 
     Raises:
-        ConversionError: non-binary values where a binary mask is expected.
+        ConversionError: non-binary values where a binary mask is expected, a grey band, or several colours.
     """
+    colour = None
     if arr.ndim == 3:
         channels = arr.shape[2]
+        if channels in (3, 4):
+            colour = arr[..., :3]
         arr = arr[..., : 1 if channels == 2 else 3 if channels == 4 else channels].max(axis=2)
     if arr.ndim != 2:
         raise ConversionError(f"unsupported mask shape {arr.shape}", path)
     if arr.dtype == bool:
         return arr.astype(np.uint8)
     if threshold is None:
-        if arr.dtype == np.uint8:
-            counts = np.bincount(arr.ravel(), minlength=256)
-            values = np.flatnonzero(counts)
-        else:
-            values = np.unique(arr)
+        values = _distinct(arr)
         if np.count_nonzero(values) > 1:
             shown = ", ".join(str(v) for v in values[:8]) + (", ..." if len(values) > 8 else "")
             raise ConversionError(
@@ -739,9 +983,15 @@ def binarize_mask(arr: np.ndarray, path: Path, threshold: int | None = None) -> 
                 hint="check that this is the original mask of the distribution; if it is anti-aliased or was saved "
                 "lossily, pass --mask-threshold 127 to treat values > 127 as foreground",
             )
+        if colour is not None:
+            _check_colours(colour, path, None)
         return (arr != 0).astype(np.uint8)
     if arr.max(initial=0) <= 1:
         return (arr > 0).astype(np.uint8)
+    if colour is not None:
+        _check_colours(colour, path, arr)
+    if len(_distinct(arr)) > 2:  # 0/255 (or 0/v) masks need no check
+        _check_grey_band(arr, path, threshold)
     return (arr > threshold).astype(np.uint8)
 
 
@@ -948,11 +1198,18 @@ def convert_2d_dataset(
         the dataset folder.
     """
     check_dataset_id(dataset_id)
+    check_num_workers(num_workers)
     if options.resize is not None and (not isinstance(options.resize, int) or options.resize < 8):
         raise ConversionError(f"--resize must be an integer >= 8, got {options.resize!r}")
+    t = options.mask_threshold
+    if t is not None and (isinstance(t, bool) or not isinstance(t, int) or not 0 < t <= 255):
+        raise ConversionError(
+            f"--mask-threshold must be an integer from 1 to 255 (8-bit mask values), got {t!r}",
+            hint="values > T become foreground; 127 suits lossy 0/255 masks",
+        )
     root = resolve_output_root(output_root)
     dataset_name = f"Dataset{dataset_id:03d}_{folder_name}"
-    check_target(root, dataset_name, dataset_id, overwrite)
+    prepare_target(root, dataset_name, dataset_id, overwrite, report)
     training = [c for c in cases if c.subset == "Tr"]
     if not training:
         raise ConversionError(
@@ -970,6 +1227,7 @@ def convert_2d_dataset(
         results: list[CaseResult] = parallel_map(
             convert_case_2d, [(c, tmp, options) for c in cases], num_workers, desc=f"{dataset_name}"
         )
+        _check_foreground(results, options, report)
         if check_results is not None:
             check_results(results, report)
         test = [r for r in results if r.subset == "Ts"]
@@ -1005,6 +1263,27 @@ def convert_2d_dataset(
     if verbose:
         print(format_summary(target, results, report, options, label_name, splits))
     return target
+
+
+def _check_foreground(results: Sequence[CaseResult], options: Options2D, report: Report) -> None:
+    """Refuse a dataset whose masks all came out empty or all full (a wrong threshold or mask rule); warn about
+    single full masks."""
+    rule = "binary masks" if options.mask_threshold is None else f"--mask-threshold {options.mask_threshold}"
+    full = [r.case_id for r in results if r.foreground == r.out_size[0] * r.out_size[1]]
+    if results and all(r.foreground == 0 for r in results):
+        raise ConversionError(
+            f"all {len(results)} masks are empty (no foreground pixel) with {rule}",
+            hint="check the masks and the threshold: values > T are foreground (127 for 0/255 masks)",
+        )
+    if results and len(full) == len(results):
+        raise ConversionError(
+            f"all {len(results)} masks are entirely foreground with {rule}",
+            hint="check the masks and the threshold: values > T are foreground (127 for 0/255 masks)",
+        )
+    if full:
+        report.warnings.append(
+            f"{len(full)} masks are entirely foreground (inverted or blank masks?), e.g. {', '.join(full[:3])}"
+        )
 
 
 def convert_registered_2d(
@@ -1415,10 +1694,9 @@ def _label_values(path: Path, options: Options3D, image: Geometry) -> tuple[int,
         )
     if geometry.components != 1:
         raise ConversionError(f"label map has {geometry.components} components per voxel, expected 1", path)
-    arr = sitk.GetArrayViewFromImage(itk)
+    arr = sitk.GetArrayViewFromImage(itk)  # a view of itk's buffer: itk stays referenced below
     if arr.dtype.kind == "f":
-        if not np.isfinite(arr).all():
-            raise ConversionError("label map contains NaN or infinite values", path, hint="replace it")
+        _check_finite(path, "label map")
         if not np.array_equal(arr, np.rint(arr)):
             raise ConversionError(
                 "label map has non-integer values (a resampled or probability map?)",
@@ -1442,13 +1720,45 @@ def _label_values(path: Path, options: Options3D, image: Geometry) -> tuple[int,
     return tuple(int(v) for v in values.tolist())
 
 
+def _count_nonfinite(path: Path) -> tuple[int, int]:
+    """(NaN, inf) voxel counts of a volume stored as floats, (0, 0) for integer storage (scaled or not).
+
+    Read with nibabel, which returns the stored values: SimpleITK reads NaN as 0, so nnU-Net's SimpleITKIO would
+    train on it silently, while its nibabel readers and verification reject it; inf breaks the CT normalisation.
+    """
+    import nibabel as nib
+
+    try:
+        img = nib.load(os.fspath(path))
+        if img.get_data_dtype().kind != "f":
+            return 0, 0
+        voxels = np.asanyarray(img.dataobj)
+    except Exception as e:  # nibabel raises ImageFileError, OSError, EOFError, zlib.error, ValueError, ...
+        raise ConversionError(
+            f"cannot read volume ({type(e).__name__}: {e})", path, hint="replace it with an intact copy"
+        ) from e
+    return int(np.count_nonzero(np.isnan(voxels))), int(np.count_nonzero(np.isinf(voxels)))
+
+
+def _check_finite(path: Path, what: str = "image") -> None:
+    n_nan, n_inf = _count_nonfinite(path)
+    if n_nan or n_inf:
+        found = " and ".join(t for t, n in ((f"{n_nan} NaN", n_nan), (f"{n_inf} infinite", n_inf)) if n)
+        raise ConversionError(
+            f"{what} contains {found} voxel values, which nnU-Net cannot train on",
+            path,
+            hint="replace them with a real value (e.g. -1024 HU, air) and save the volume again"
+            if what == "image"
+            else "replace the label map with the dataset's original",
+        )
+
+
 def convert_case_3d(job: tuple[Case3D, Path, Options3D]) -> CaseResult3D:
     """Worker: check one case (complete files, 3D single-channel image, label grid and values) and copy it."""
     return _naming_the_case(_convert_case_3d, *job)
 
 
 def _convert_case_3d(case: Case3D, out_dir: Path, options: Options3D) -> CaseResult3D:
-    import SimpleITK as sitk
 
     header = read_nifti_header(case.image)
     if header.ndim != 3:
@@ -1461,10 +1771,8 @@ def _convert_case_3d(case: Case3D, out_dir: Path, options: Options3D) -> CaseRes
     image = read_geometry(case.image)
     if image.components != 1:
         raise ConversionError(f"image has {image.components} components per voxel, expected 1 (CT)", case.image)
-    if "float" in image.pixel_type:
-        arr = sitk.GetArrayViewFromImage(sitk.ReadImage(os.fspath(case.image)))
-        if np.isnan(arr).any():
-            raise ConversionError("image contains NaN values, which nnU-Net rejects", case.image)
+    if "float" in image.pixel_type:  # float storage, or integers with scl_slope/scl_inter (read as float)
+        _check_finite(case.image)
     labels_present = None
     if case.label is not None:
         label_header = read_nifti_header(case.label)
@@ -1554,9 +1862,10 @@ def convert_3d_dataset(
         the dataset folder.
     """
     check_dataset_id(dataset_id)
+    check_num_workers(num_workers)
     root = resolve_output_root(output_root)
     dataset_name = f"Dataset{dataset_id:03d}_{folder_name}"
-    check_target(root, dataset_name, dataset_id, overwrite)
+    prepare_target(root, dataset_name, dataset_id, overwrite, report)
     training = [c for c in cases if c.subset == "Tr"]
     if not training:
         raise ConversionError(
