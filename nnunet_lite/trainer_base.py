@@ -18,6 +18,8 @@ from nnunetv2.training.nnUNetTrainer.nnUNetTrainer import nnUNetTrainer
 from nnunetv2.utilities.plans_handling.plans_handler import ConfigurationManager, PlansManager
 from torch import nn
 
+from .architectures.contract import LiteNetwork
+
 EPOCH_VARIANTS = (1, 5, 10, 50, 100, 250)
 
 
@@ -25,15 +27,16 @@ class nnUNetTrainerLite(nnUNetTrainer):
     """nnU-Net's recipe with a lightweight network swapped in.
 
     Class attributes configure subclasses (concrete trainers set nothing else):
-        architecture: the network class; built as ``architecture(in, out, conv_op=..., **plan_kwargs, **arch_kwargs)``
-            where ``plan_kwargs`` come from ``architecture.kwargs_from_plans(patch_size, pool_op_kernel_sizes)``.
+        architecture: the network class (a :class:`~nnunet_lite.architectures.contract.LiteNetwork`); built as
+            ``architecture(in, out, conv_op=..., **plan_kwargs, **arch_kwargs)`` where ``plan_kwargs`` come from
+            ``architecture.kwargs_from_plans(patch_size, pool_op_kernel_sizes)``.
         arch_kwargs: extra constructor arguments (width variants).
         hyperparameters: nnU-Net trainer fields (``num_epochs``, ``initial_lr``, ...) set after nnU-Net's
             ``__init__``; merged along the class hierarchy, so an epoch variant of a ``_paper`` trainer keeps the rest.
         loss_weights: ``(ce_or_bce_weight, dice_weight)`` for nnU-Net's compound loss; None keeps nnU-Net's 1:1.
     """
 
-    architecture: ClassVar[type[nn.Module]]
+    architecture: ClassVar[type[LiteNetwork]]
     arch_kwargs: ClassVar[dict[str, Any]] = {}
     hyperparameters: ClassVar[dict[str, Any]] = {}
     loss_weights: ClassVar[tuple[float, float] | None] = None
@@ -66,7 +69,7 @@ class nnUNetTrainerLite(nnUNetTrainer):
         num_input_channels: int,
         num_output_channels: int,
         enable_deep_supervision: bool = True,
-    ) -> nn.Module:
+    ) -> LiteNetwork:
         """Builds ``cls.architecture`` for the plan's patch size and strides; fails early if it cannot process them.
 
         ``enable_deep_supervision`` is ignored: these networks have no auxiliary heads, so their module tree (and

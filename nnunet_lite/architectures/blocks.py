@@ -16,6 +16,7 @@ from torch import nn
 from torch.nn.modules.conv import _ConvNd
 
 ConvOp = type[_ConvNd]
+CONV_FN = {1: F.conv1d, 2: F.conv2d, 3: F.conv3d}
 
 
 def interp_mode(conv_op: ConvOp) -> str:
@@ -32,25 +33,6 @@ def normalize_strides(strides: Sequence[int | Sequence[int]], dim: int) -> list[
             raise ValueError(f"stride {s} does not have {dim} entries (one per spatial axis)")
         out.append(s)
     return out
-
-
-def pool_strides_from_plans(pool_op_kernel_sizes: Sequence[Sequence[int]], num_pools: int) -> list[tuple[int, ...]]:
-    """The first ``num_pools`` downsampling strides of an nnU-Net plan (its first entry is the stem's, always 1).
-
-    nnU-Net plans have as many stages as the patch size allows; a network with a fixed number of resolution levels
-    takes the first ones and pads with stride 1 when the plan has fewer (small patches), which keeps every plan usable.
-    """
-    dim = len(pool_op_kernel_sizes[0])
-    plan = normalize_strides(pool_op_kernel_sizes, dim)[1:]
-    return (plan + [(1,) * dim] * num_pools)[:num_pools]
-
-
-def check_divisible(name: str, spatial_shape: Sequence[int], divisors: Sequence[int], hint: str) -> None:
-    """Raises a ValueError naming the network, the shape and what to change when a size constraint fails."""
-    bad = [(ax, s, d) for ax, (s, d) in enumerate(zip(spatial_shape, divisors, strict=True)) if s % d]
-    if bad:
-        detail = ", ".join(f"axis {ax}: {s} is not divisible by {d}" for ax, s, d in bad)
-        raise ValueError(f"{name} cannot process spatial size {tuple(spatial_shape)} ({detail}). {hint}")
 
 
 class ConvNormAct(nn.Sequential):
@@ -90,10 +72,12 @@ class ConvNormAct(nn.Sequential):
 
 
 class MultiHeadSelfAttention(nn.Module):
-    """Multi-head self-attention on token sequences ``(B, N, C)``.
+    """Multi-head self-attention on token sequences ``(..., N, C)``; leading axes are independent groups.
 
-    Uses ``scaled_dot_product_attention`` (fused kernels on CPU and GPU). ``torch.utils.flop_counter`` has no formula
-    for its CPU kernel; ``nnunet_lite.profiling.count_flops`` adds one, so reported FLOPs include attention.
+    The groups are folded into the batch so that ``scaled_dot_product_attention`` always gets 4D inputs and takes its
+    fused CPU kernel (on 5D inputs it falls back to a path that materialises every attention matrix).
+    ``torch.utils.flop_counter`` has no formula for that kernel; ``nnunet_lite.profiling.count_flops`` adds one, so
+    reported FLOPs include attention.
     """
 
     def __init__(self, dim: int, heads: int, dim_head: int, qkv_bias: bool = False) -> None:
@@ -104,10 +88,13 @@ class MultiHeadSelfAttention(nn.Module):
         self.proj = nn.Linear(inner, dim)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        *lead, n, _ = x.shape
-        qkv = self.qkv(x).reshape(*lead, n, 3, self.heads, self.dim_head).movedim(-3, 0).transpose(-2, -3)
-        out = F.scaled_dot_product_attention(qkv[0], qkv[1], qkv[2])  # (..., heads, N, dim_head)
-        return self.proj(out.transpose(-2, -3).reshape(*lead, n, self.heads * self.dim_head))
+        n, c = x.shape[-2], x.shape[-1]
+        tokens = x.reshape(-1, n, c)
+        b = tokens.shape[0]
+        qkv = self.qkv(tokens).reshape(b, n, 3, self.heads, self.dim_head).permute(2, 0, 3, 1, 4)
+        out = F.scaled_dot_product_attention(qkv[0], qkv[1], qkv[2])  # (B', heads, N, dim_head)
+        out = self.proj(out.transpose(1, 2).reshape(b, n, self.heads * self.dim_head))
+        return out.reshape(x.shape[:-1] + (out.shape[-1],))
 
 
 class TransformerLayer(nn.Module):

@@ -26,16 +26,8 @@ from dynamic_network_architectures.building_blocks.helper import (
 from torch import nn
 from torch.nn import functional as F
 
-from .blocks import (
-    ConvNormAct,
-    ConvOp,
-    TransformerLayer,
-    check_divisible,
-    init_weights,
-    interp_mode,
-    normalize_strides,
-    pool_strides_from_plans,
-)
+from .blocks import ConvNormAct, ConvOp, TransformerLayer, init_weights, interp_mode, normalize_strides
+from .contract import LiteNetwork
 
 __all__ = ["LGMSNet"]
 
@@ -78,6 +70,40 @@ class LMS(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         y = torch.cat([conv(part) for conv, part in zip(self.dw, x.chunk(4, dim=1), strict=True)], dim=1)
         y = self.act(self.norm(y + x))
+        return self.bottleneck(y) + x
+
+    def reparameterize(self, *, for_export: bool = False) -> nn.Module:
+        """:class:`FusedLMS` for inference (exportable)."""
+        return FusedLMS(self)
+
+
+class FusedLMS(nn.Module):
+    """:class:`LMS` for inference: its four depthwise convolutions (kernels 3, 5, 7, 9 on four channel groups) as one
+    depthwise convolution whose kernels are zero-padded to the largest size (one kernel launch, no split or concat)."""
+
+    def __init__(self, lms: LMS) -> None:
+        super().__init__()
+        convs = list(lms.dw)
+        k_max = max(c.kernel_size[0] for c in convs)
+        dim = convs[0].weight.ndim - 2
+        channels = sum(c.out_channels for c in convs)
+        self.dw = type(convs[0])(channels, channels, k_max, padding=k_max // 2, groups=channels)
+        with torch.no_grad():
+            self.dw.weight.zero_()
+            start = 0
+            for conv in convs:
+                k, n = conv.kernel_size[0], conv.out_channels
+                offset = (k_max - k) // 2
+                self.dw.weight[(slice(start, start + n), slice(None), *(slice(offset, offset + k),) * dim)] = (
+                    conv.weight
+                )
+                self.dw.bias[start : start + n] = conv.bias
+                start += n
+        self.dw.to(convs[0].weight.device)
+        self.norm, self.act, self.bottleneck = lms.norm, lms.act, lms.bottleneck
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        y = self.act(self.norm(self.dw(x) + x))
         return self.bottleneck(y) + x
 
 
@@ -179,7 +205,7 @@ class UpConv(nn.Module):
         return self.conv(F.interpolate(x, size=tuple(size), mode=self.mode, align_corners=False))
 
 
-class LGMSNet(nn.Module):
+class LGMSNet(LiteNetwork):
     """LGMSNet (ECAI 2025), 2D or 3D depending on ``conv_op``.
 
     Args:
@@ -196,6 +222,8 @@ class LGMSNet(nn.Module):
     Every spatial size must be divisible by the product of the strides times the token patch at each GMS level
     (32 for the defaults); :meth:`check_input_size` says what to change.
     """
+
+    num_pools = NUM_POOLS
 
     def __init__(
         self,
@@ -255,7 +283,7 @@ class LGMSNet(nn.Module):
         self.apply(init_weights)
 
     def required_divisor(self) -> tuple[int, ...]:
-        """Per axis, the number every input size must be divisible by."""
+        """Per axis, the number every input size must be divisible by: the strides and the token patches."""
         out = []
         for ax in range(len(self.strides[0])):
             cumulative = [math.prod(s[ax] for s in self.strides[:level]) for level in range(NUM_POOLS + 1)]
@@ -264,26 +292,19 @@ class LGMSNet(nn.Module):
             out.append(math.lcm(*needs))
         return tuple(out)
 
-    def check_input_size(self, spatial_shape: Sequence[int]) -> None:
-        """Raises ValueError if ``spatial_shape`` cannot pass through the network."""
-        check_divisible(
-            "LGMSNet",
-            spatial_shape,
-            self.required_divisor(),
-            f"Pad or crop the input (or choose a patch size) to a multiple of {self.required_divisor()} per axis; "
-            f"strides {self.strides}, token patches {self.token_patches}.",
-        )
+    def size_constraints(self) -> str:
+        return f"strides {self.strides}, token patches {self.token_patches}"
 
-    @staticmethod
-    def kwargs_from_plans(patch_size: Sequence[int], pool_op_kernel_sizes: Sequence[Sequence[int]]) -> dict:
-        """Strides and token patches for an nnU-Net plan: the plan's first 4 pools, and a GMS token patch of 2 along
-        every axis whose feature map is even at that level (1 otherwise, e.g. through-plane in anisotropic 3D)."""
-        strides = pool_strides_from_plans(pool_op_kernel_sizes, NUM_POOLS)
+    @classmethod
+    def kwargs_from_plans(cls, patch_size: Sequence[int], pool_op_kernel_sizes: Sequence[Sequence[int]]) -> dict:
+        """The plan's first 4 pools, and a GMS token patch of 2 along every axis whose feature map is even at that
+        level (1 otherwise, e.g. through-plane in anisotropic 3D)."""
+        kwargs = super().kwargs_from_plans(patch_size, pool_op_kernel_sizes)
         token_patches = []
         for level in GMS_LEVELS:
-            size = [p // math.prod(s[ax] for s in strides[:level]) for ax, p in enumerate(patch_size)]
+            size = [p // math.prod(s[ax] for s in kwargs["strides"][:level]) for ax, p in enumerate(patch_size)]
             token_patches.append(tuple(2 if s % 2 == 0 else 1 for s in size))
-        return {"strides": strides, "token_patches": token_patches}
+        return {**kwargs, "token_patches": token_patches}
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         self.check_input_size(x.shape[2:])

@@ -18,24 +18,16 @@ Choices where the paper is silent are documented at each block. Beyond the paper
 
 from __future__ import annotations
 
-import math
 from collections.abc import Sequence
 
 import torch
 from dynamic_network_architectures.building_blocks.helper import convert_conv_op_to_dim, get_matching_batchnorm
 from torch import nn
 from torch.nn import functional as F
+from torch.nn.utils.fusion import fuse_conv_bn_eval
 
-from .blocks import (
-    ConvNormAct,
-    ConvOp,
-    TransformerLayer,
-    check_divisible,
-    init_weights,
-    interp_mode,
-    normalize_strides,
-    pool_strides_from_plans,
-)
+from .blocks import CONV_FN, ConvNormAct, ConvOp, TransformerLayer, init_weights, interp_mode, normalize_strides
+from .contract import LiteNetwork
 
 __all__ = ["MedLiteNet"]
 
@@ -55,7 +47,6 @@ ASPP_RATES = (2, 4, 6)
 # Tokens of the learned position embedding's reference grid: 8x8 in 2D (the 256x256 input of the paper), 4x4x4 in 3D
 # (a typical 128^3 nnU-Net patch). It is interpolated to the actual bottleneck grid.
 REFERENCE_TOKENS = 64
-_CONV_FN = {1: F.conv1d, 2: F.conv2d, 3: F.conv3d}
 
 
 class InvertedResidual(nn.Module):
@@ -218,7 +209,7 @@ class BoundaryAwareAttention(nn.Module):
         mean = x.mean(1, keepdim=True)
         spatial_dims = self.sobel.ndim - 2
         padded = F.pad(mean, (1,) * (2 * spatial_dims), mode="replicate")
-        gradients = _CONV_FN[spatial_dims](padded, self.sobel.to(mean.dtype))
+        gradients = CONV_FN[spatial_dims](padded, self.sobel.to(mean.dtype))
         # float32: squared gradients of large activations overflow float16 under AMP
         magnitude = torch.sqrt(gradients.float().square().sum(1, keepdim=True) + self.eps).to(mean.dtype)
         descriptors = torch.cat([magnitude, mean, x.amax(1, keepdim=True)], dim=1)
@@ -226,6 +217,12 @@ class BoundaryAwareAttention(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return x * (1 + self.attention_map(x))
+
+    def fold_batchnorm(self) -> None:
+        """Folds the eval-mode BatchNorm into the 7x7 convolution, in place (``norm(conv(x))`` is one conv)."""
+        if isinstance(self.norm, nn.modules.batchnorm._BatchNorm) and self.norm.running_var is not None:
+            self.conv = fuse_conv_bn_eval(self.conv, self.norm)
+            self.norm = nn.Identity()
 
 
 class ASPP(nn.Module):
@@ -295,7 +292,7 @@ class DecoderBlock(nn.Module):
         return self.conv(torch.cat([x, skip], dim=1))
 
 
-class MedLiteNet(nn.Module):
+class MedLiteNet(LiteNetwork):
     """MedLiteNet (arXiv 2509.03041), 2D or 3D depending on ``conv_op`` (3D is an extension beyond the paper).
 
     Encoder S0-S4 -> Local-Global block -> BAA -> ASPP -> four decoder blocks with the skips S3..S0 -> BAA ->
@@ -316,6 +313,8 @@ class MedLiteNet(nn.Module):
 
     Every spatial size must be divisible by the product of the strides (32 for the defaults).
     """
+
+    num_pools = NUM_STRIDES
 
     def __init__(
         self,
@@ -361,25 +360,6 @@ class MedLiteNet(nn.Module):
         for module in self.modules():
             if isinstance(module, BoundaryAwareAttention):
                 module.reset_parameters()
-
-    def required_divisor(self) -> tuple[int, ...]:
-        """Per axis, the number every input size must be divisible by."""
-        return tuple(math.prod(s[ax] for s in self.strides) for ax in range(len(self.strides[0])))
-
-    def check_input_size(self, spatial_shape: Sequence[int]) -> None:
-        """Raises ValueError if ``spatial_shape`` cannot pass through the network."""
-        check_divisible(
-            "MedLiteNet",
-            spatial_shape,
-            self.required_divisor(),
-            f"Pad or crop the input (or choose a patch size) to a multiple of {self.required_divisor()} per axis, "
-            f"or pass other strides (now {self.strides}).",
-        )
-
-    @staticmethod
-    def kwargs_from_plans(patch_size: Sequence[int], pool_op_kernel_sizes: Sequence[Sequence[int]]) -> dict:
-        """The plan's first 5 pooling strides (stem and four stages), padded with 1 for shallow plans."""
-        return {"strides": pool_strides_from_plans(pool_op_kernel_sizes, NUM_STRIDES)}
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         self.check_input_size(x.shape[2:])
