@@ -220,38 +220,41 @@ def markdown_table(header: Sequence[str], rows: Sequence[Sequence[object]]) -> s
 def evaluate_folder(
     labels_folder: Path, predictions_folder: Path, dataset_json: dict, plans: dict, output_file: Path | None = None
 ) -> dict:
-    """nnU-Net's evaluation of a prediction folder (``compute_metrics`` per case, ``summary.json`` layout and means
-    as ``compute_metrics_on_folder``), in this process instead of a worker pool. Every reference needs a prediction."""
-    import numpy as np
-    from nnunetv2.evaluation.evaluate_predictions import compute_metrics, save_summary_json
+    """nnU-Net's ``compute_metrics_on_folder`` (``summary.json`` layout and means) on a prediction folder.
+
+    Every reference needs a prediction and every prediction a reference (one clear error instead of nnU-Net's assert).
+    It runs with ``num_processes=1``: nnU-Net still starts one spawned worker per call (about 2-9 s of interpreter
+    start-up, measured on 2 busy cores), but a pool of nnU-Net's default size would compete with training jobs.
+    """
+    from batchgenerators.utilities.file_and_folder_operations import subfiles
+    from nnunetv2.evaluation.evaluate_predictions import compute_metrics_on_folder
     from nnunetv2.imageio.reader_writer_registry import determine_reader_writer_from_dataset_json
-    from nnunetv2.utilities.json_export import recursive_fix_for_json_export
     from nnunetv2.utilities.plans_handling.plans_handler import PlansManager
 
     ending = dataset_json["file_ending"]
-    references = sorted(p.name for p in Path(labels_folder).glob(f"*{ending}"))
-    predictions = {p.name for p in Path(predictions_folder).glob(f"*{ending}")}
+    references = subfiles(str(labels_folder), suffix=ending, join=False)
+    predictions = subfiles(str(predictions_folder), suffix=ending, join=False)
     if not references:
         raise ComparisonError(f"no reference segmentations (*{ending}) in {labels_folder}")
-    missing = [name for name in references if name not in predictions]
+    missing = sorted(set(references) - set(predictions))
     if missing:
         raise ComparisonError(f"{predictions_folder} lacks predictions for {len(missing)} references: {missing[:5]}")
+    extra = sorted(set(predictions) - set(references))
+    if extra:
+        raise ComparisonError(
+            f"{predictions_folder} has {len(extra)} predictions without a reference in {labels_folder}: {extra[:5]}"
+        )
     with quiet():
         reader = determine_reader_writer_from_dataset_json(dataset_json, str(Path(labels_folder) / references[0]))()
         labels = PlansManager(plans).get_label_manager(dataset_json)
-    regions = labels.foreground_regions if labels.has_regions else labels.foreground_labels
-    cases = [
-        compute_metrics(
-            str(Path(labels_folder) / name), str(Path(predictions_folder) / name), reader, regions, labels.ignore_label
-        )
-        for name in references
-    ]
-    metric_names = list(cases[0]["metrics"][regions[0]])
-    means = {r: {m: np.nanmean([c["metrics"][r][m] for c in cases]) for m in metric_names} for r in regions}
-    foreground = {m: np.mean([means[r][m] for r in regions if r not in (0, "0")]) for m in metric_names}
-    for item in (*cases, means, foreground):
-        recursive_fix_for_json_export(item)
-    summary = {"metric_per_case": cases, "mean": means, "foreground_mean": foreground}
-    if output_file is not None:
-        save_summary_json(summary, str(output_file))
-    return summary
+    return compute_metrics_on_folder(
+        str(labels_folder),
+        str(predictions_folder),
+        None if output_file is None else str(output_file),
+        reader,
+        ending,
+        labels.foreground_regions if labels.has_regions else labels.foreground_labels,
+        labels.ignore_label,
+        num_processes=1,
+        chill=False,
+    )

@@ -16,9 +16,6 @@ from ..atomic import atomic_folder
 from ..nnunet_env import make_trainers_discoverable
 from .nnunet_io import ComparisonError, dataset_name, evaluate_folder, quiet, require_env
 
-# Pairs the lightweight papers (and U-Bench) use; IDs are nnunet_lite convert's defaults.
-DOCUMENTED_PAIRS = (("isic2018", "ph2"), ("kvasir", "cvc-clinicdb"), ("busi", "bus-b"))
-
 
 def _channels(dataset_json: dict) -> list[str]:
     channels = dataset_json.get("channel_names", dataset_json.get("modality", {}))
