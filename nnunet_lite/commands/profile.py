@@ -58,6 +58,13 @@ def run(args: argparse.Namespace) -> int:
     return 0
 
 
+def _fold(text: str) -> str:
+    """argparse type: a fold number or ``all``, as nnUNetv2_train's FOLD."""
+    if text != "all" and not text.isdigit():
+        raise argparse.ArgumentTypeError(f"a fold is a number (0-4 for nnU-Net's 5 folds) or 'all', got {text!r}")
+    return text
+
+
 def add_parser(subparsers: argparse._SubParsersAction) -> None:
     parser = subparsers.add_parser(
         "profile",
@@ -72,7 +79,9 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("-d", default=None, help="dataset ID or name (its preprocessed plans define the network)")
     parser.add_argument("-c", default=None, help="configuration (default 2d with -d)")
     parser.add_argument("-p", default="nnUNetPlans", help="plans identifier (default nnUNetPlans)")
-    parser.add_argument("-f", default="0", help="fold whose trained weights --input-folder uses if present")
+    parser.add_argument(
+        "-f", default="0", type=_fold, help="fold whose trained weights --input-folder uses if present (0-4 or all)"
+    )
     parser.add_argument(
         "--shape", type=int, nargs="+", default=None, help="input shape B C H W [D]; overrides the patch size"
     )

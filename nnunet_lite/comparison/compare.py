@@ -210,8 +210,7 @@ def paired_statistics(
 
 def model_costs(model: ModelFolder, folds: Sequence[str]) -> dict:
     """Parameters and FLOPs of the network built from the model folder's plans, epoch time from the checkpoints."""
-    import torch
-
+    from ..checkpoints import CheckpointError, load_checkpoint
     from ..profiling import count_flops, count_parameters
 
     out: dict = {"params": np.nan, "trainable_params": np.nan, "flops": np.nan, "flops_input": ""}
@@ -227,7 +226,10 @@ def model_costs(model: ModelFolder, folds: Sequence[str]) -> dict:
     for fold in folds:
         checkpoint_file = model.path / f"fold_{fold}" / "checkpoint_final.pth"
         if checkpoint_file.is_file():
-            checkpoint = torch.load(checkpoint_file, map_location="cpu", weights_only=False)
+            try:  # only its logging is read: no need to unpickle anything but tensors and numbers
+                checkpoint = load_checkpoint(checkpoint_file)
+            except CheckpointError as e:
+                raise ComparisonError(str(e)) from None
             log = checkpoint["logging"]
             starts, ends = log["epoch_start_timestamps"], log["epoch_end_timestamps"]
             epoch_times += [e - s for s, e in zip(starts[: len(ends)], ends, strict=True)]
@@ -319,6 +321,11 @@ def run_compare(
         sub = table[table["source"] == source].set_index("model")
         for column in ("Dice_mean_cases", "Dice_std_cases", "Dice_pooled", "n_cases", "folds"):
             main[f"{source}: {column}"] = main["model"].map(sub[column])
+    from ..robustness.report import compare_columns  # results of `nnunet_lite robustness run`, when present
+
+    robustness = compare_columns(models, [str(f) for f in folds])
+    for column in dict.fromkeys(c for values in robustness.values() for c in values):
+        main[column] = [robustness.get(m, {}).get(column, np.nan) for m in main["model"]]
     if stats_on not in set(cases["source"]):
         raise ComparisonError(f"--stats-on {stats_on}: no such results (have: {sorted(set(cases['source']))})")
     stats = paired_statistics(cases, baseline_model.label, stats_on, n_resamples, seed)

@@ -514,6 +514,17 @@ def default_num_workers() -> int:
 def _worker_init() -> None:
     # Ctrl-C reaches the whole process group: the parent handles it (and stops the workers), workers stay quiet.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
+    # A parent killed with SIGKILL cannot stop its workers, and a worker whose result nobody reads blocks forever:
+    # workers watch for being orphaned and exit.
+    threading.Thread(target=_exit_when_orphaned, args=(os.getppid(),), daemon=True).start()
+
+
+def _exit_when_orphaned(parent: int) -> None:
+    import time
+
+    while os.getppid() == parent:
+        time.sleep(0.5)
+    os._exit(1)
 
 
 def _stop_workers(executor: ProcessPoolExecutor) -> None:

@@ -12,6 +12,7 @@ import numpy as np
 import torch
 
 from ..atomic import atomic_folder
+from ..checkpoints import CheckpointError, load_checkpoint
 from ..nnunet_env import make_trainers_discoverable
 from .constants import DEFAULT_OPSET, DEFAULT_TOLERANCE
 from .onnx_runtime import (
@@ -194,6 +195,10 @@ def export_trained_model(
     train_hint = f"nnUNetv2_train {dataset} {configuration} {fold} -tr {trainer} -p {plans}"
     model_folder = resolve_model_folder(dataset, configuration, trainer, plans)
     checkpoint_path = check_checkpoint(model_folder, fold, checkpoint_name, train_hint)
+    try:  # safely first: nnU-Net's own loader below unpickles with weights_only=False
+        checkpoint = load_checkpoint(checkpoint_path)
+    except CheckpointError as e:
+        raise ExportError(str(e)) from None
 
     from nnunetv2.inference.predict_from_raw_data import nnUNetPredictor
     from nnunetv2.utilities.label_handling.label_handling import determine_num_input_channels
@@ -254,7 +259,6 @@ def export_trained_model(
                 f"scale) > tolerance {tolerance:g}; the export is not trustworthy (try --no-optimize, another --opset "
                 f"or exporter, or report the network)"
             )
-        checkpoint = torch.load(checkpoint_path, map_location="cpu", weights_only=False)
         sidecar = build_sidecar(
             plans_manager=plans_manager,
             configuration_manager=configuration_manager,
