@@ -196,7 +196,4 @@ def get_converter(name: str) -> Callable[..., Path]:
     return getattr(get_module(name), DATASETS[name].function_name)
 
 
-# The registry the CLI and the docs use: NAME -> "module:function" (resolved by get_converter).
-CONVERTERS: dict[str, str] = {name: f"{__name__}.{spec.module}:{spec.function_name}" for name, spec in DATASETS.items()}
-
-__all__ = ["CONVERTERS", "DATASETS", "DEFAULT_IDS", "DatasetSpec", "dataset_folder", "get_converter", "get_module"]
+__all__ = ["DATASETS", "DEFAULT_IDS", "DatasetSpec", "dataset_folder", "get_converter", "get_module"]
