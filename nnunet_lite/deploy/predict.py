@@ -12,7 +12,6 @@ import itertools
 import os
 from pathlib import Path
 
-import numpy as np
 import torch
 
 from .onnx_runtime import create_session, run_session
@@ -182,25 +181,3 @@ def predict_folder(
             num_processes_segmentation_export=max(1, num_processes_export),
         )
     return [str(output_folder / f"{case}{file_ending}") for case in cases]
-
-
-def dice_between_folders(folder_a: str | os.PathLike, folder_b: str | os.PathLike, file_ending: str) -> dict:
-    """Per-label Dice between two folders of segmentations with the same file names (nnU-Net's reader): used to
-    check ``nnunet_lite predict`` against ``nnUNetv2_predict``. Returns ``{case: {label: dice}}``."""
-    from nnunetv2.imageio.reader_writer_registry import determine_reader_writer_from_file_ending
-
-    folder_a, folder_b = Path(folder_a), Path(folder_b)
-    files = sorted(p.name for p in folder_a.glob(f"*{file_ending}"))
-    if not files:
-        raise FileNotFoundError(f"no *{file_ending} files in {folder_a}")
-    reader = determine_reader_writer_from_file_ending(file_ending, str(folder_a / files[0]))()
-    out = {}
-    for name in files:
-        a, _ = reader.read_seg(str(folder_a / name))
-        b, _ = reader.read_seg(str(folder_b / name))
-        labels = sorted((set(np.unique(a).tolist()) | set(np.unique(b).tolist())) - {0})
-        out[name] = {
-            int(label): float(2 * np.sum((a == label) & (b == label)) / max(1, np.sum(a == label) + np.sum(b == label)))
-            for label in labels
-        }
-    return out
