@@ -440,3 +440,15 @@ def test_uncompressed_nifti_source_is_gzip_compressed_losslessly(tmp_path, raw_e
     assert convert(["btcv", str(source)], capsys)[0] == 0
     written = raw_env["nnUNet_raw"] / "Dataset520_BTCV" / "imagesTr" / "btcv_0001_0000.nii.gz"
     assert gzip.decompress(written.read_bytes()) == raw_bytes
+
+
+def test_label_map_with_nan_fails_with_one_line(tmp_path, raw_env, capsys):
+    """SimpleITK reads NaN as 0, so the label check must read the stored values."""
+    source = make_btcv(tmp_path / "download", numbers=(1, 2), test_numbers=())
+    path = source / "Abdomen" / "RawData" / "Training" / "label" / "label0001.nii.gz"
+    original = nib.load(path)
+    labels = np.asarray(original.dataobj).astype(np.float32)
+    labels[0, 0, 0] = np.nan
+    _write(path, labels, original.affine)
+    code, _, err = convert(["btcv", str(source)], capsys)
+    assert_clean_failure(code, err, "label map contains 1 NaN voxel values", path.name, raw_env["nnUNet_raw"])

@@ -13,6 +13,7 @@ from pathlib import Path
 import torch
 
 from ..atomic import atomic_folder
+from ..checkpoints import CheckpointError, load_checkpoint
 from ..nnunet_env import make_trainers_discoverable
 from .nnunet_io import ComparisonError, dataset_name, evaluate_folder, quiet, require_env
 
@@ -121,6 +122,11 @@ def run_zeroshot(
     if absent:
         trained = sorted(p.parent.name for p in model.glob(f"fold_*/{checkpoint}"))
         raise ComparisonError(f"{model.name} has no {checkpoint} for fold(s) {absent} (trained: {trained or 'none'})")
+    for f in fold_names:  # safely first: nnU-Net's loader below unpickles with weights_only=False
+        try:
+            load_checkpoint(model / f"fold_{f}" / checkpoint)
+        except CheckpointError as e:
+            raise ComparisonError(str(e)) from None
     outputs = [model / "zeroshot" / tgt / f"fold_{f}" for f in fold_names]
     existing = [str(o) for o in outputs if o.exists()]
     if existing and not overwrite:
