@@ -181,6 +181,39 @@ def test_run_report_and_compare_columns(trained, corrupted, tmp_path, capsys):
     assert (out / "robustness.png").read_bytes()[:4] == b"\x89PNG"
     assert "worst corruption" in (out / "robustness.md").read_text()
 
+    # the figure on a corrupted set: each panel's Dice is that set's nnU-Net evaluation
+    from nnunet_lite.figure import make_figure
+
+    ids = [Path(c["reference_file"]).name.removesuffix(".png") for c in summary["metric_per_case"]][:2]
+    fig, panels, _ = make_figure(
+        DATASET,
+        "2d",
+        [BASELINE, LITE],
+        tmp_path / "corrupted.png",
+        ids=ids,
+        set_name="dermoscopy",
+        corruption="black_corner",
+        severity=5,
+    )
+    assert len(fig.axes) == 2 * 3 and [p.case for p in panels if p.trainer == LITE] == ids
+    lite_scores = {
+        Path(c["reference_file"]).name.removesuffix(".png"): c["metrics"]["1"]["Dice"]
+        for c in summary["metric_per_case"]
+    }
+    assert [p.dice for p in panels if p.trainer == LITE] == pytest.approx([lite_scores[i] for i in ids], nan_ok=True)
+
+    # validation cases of a fold: only that fold's model may predict them
+    args = ["robustness", "make", "-d", DATASET, "--suite", "generic", "--from-fold", 0]
+    assert cli(*args, "--corruptions", "jpeg_compression", "--severities", 2) == 0
+    fold_set = trained / "robustness" / "generic_fold0"
+    splits = json.loads((Path(os.environ["nnUNet_preprocessed"]) / trained.name / "splits_final.json").read_text())
+    assert sorted(p.name.removesuffix(".png") for p in (fold_set / "labelsTs").iterdir()) == sorted(splits[0]["val"])
+    assert sorted(p.name for p in (fold_set / "jpeg_compression_s2" / "imagesTs").iterdir()) == sorted(
+        f"{c}_0000.png" for c in splits[0]["val"]
+    )
+    assert cli("robustness", "run", "-d", DATASET, "-tr", BASELINE, "-f", 1, "--set", "generic_fold0") == 1
+    assert "Use -f 0" in capsys.readouterr().err
+
     # compare shows the robustness columns next to the cross-validation ones
     cmp_out = tmp_path / "cmp"
     assert (

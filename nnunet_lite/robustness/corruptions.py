@@ -100,13 +100,14 @@ def defocus_blur(image: np.ndarray, radius_alias: tuple[float, float], rng: np.r
 def motion_blur(image: np.ndarray, radius_sigma: tuple[float, float], rng: np.random.Generator) -> np.ndarray:
     """Linear motion blur at a random angle in [-45, 45] degrees (ImageNet-C ``motion_blur``).
 
-    ImageNet-C calls ImageMagick's ``MotionBlurImage(radius, sigma, angle)``: a one-sided line kernel of length
-    ``radius`` with Gaussian weights of width ``sigma`` along it. The same kernel is built here with numpy.
+    As ``imagecorruptions``' ``_motion_blur`` (its replacement for ImageMagick's ``MotionBlurImage``): a one-sided
+    line kernel of ``2 * radius + 1`` unit steps with Gaussian weights of width ``sigma``. Here the steps are sub-pixel
+    and splatted bilinearly, so the blur grows continuously with the resolution-scaled radius.
     """
     radius, sigma = (p * _scale(image) for p in radius_sigma)
     angle = np.deg2rad(rng.uniform(-45, 45))
-    length = max(int(np.ceil(radius)), 1)
-    steps = np.linspace(0, radius, 4 * length + 1)  # sub-pixel steps, splatted bilinearly: continuous in radius
+    length = max(int(np.ceil(2 * radius)), 1)
+    steps = np.linspace(0, 2 * radius, 4 * length + 1)
     weights = np.exp(-(steps**2) / (2 * max(sigma, 1e-3) ** 2))
     kernel = np.zeros((2 * length + 3, 2 * length + 3))
     for step, weight in zip(steps, weights, strict=True):
