@@ -8,7 +8,9 @@
 #   sudo scripts/slurm_local_cluster.sh stop [DIR]     # cancels the jobs, stops the daemons by their PIDs
 #
 # DIR (default $NNUNET_LITE_SLURM_DIR or /tmp/nnunet_lite_slurm) holds every config file, key, database, spool,
-# log and PID file; nothing under /etc is changed and the Debian services stay disabled. Starting twice is harmless.
+# log and PID file; the Debian services stay disabled. The one change outside DIR: /etc/slurm/slurm.conf becomes a
+# symlink to DIR's config while the cluster runs (unless another Slurm's config is there), because srun inside a
+# Snakemake job does not see SLURM_CONF. Starting twice is harmless.
 # Debian/Ubuntu only (apt-get), as root, no systemd or cgroups needed (proctrack/linuxproc, task/none), so it runs in
 # containers and CI VMs. The Snakemake SLURM executor plugin polls job states with `sacct`, hence slurmdbd + MariaDB.
 # Partition "local" holds the node with its real CPUs and memory; account "nnunet_lite" holds root and $SUDO_USER.
@@ -252,6 +254,26 @@ register_accounting() {
         die "registering cluster $CLUSTER / account $ACCOUNT with slurmdbd failed; see $LOG/slurmdbd.log"
 }
 
+ETC_CONF=/etc/slurm/slurm.conf
+
+link_etc_conf() {
+    # Slurm commands find SLURM_CONF, but the Snakemake jobstep plugin strips every SLURM_* variable except the job's
+    # identity before its srun inside the job, and srun then falls back to /etc/slurm/slurm.conf: point that at ours
+    # (a symlink, removed by stop) unless another Slurm's config is there.
+    if [ -L "$ETC_CONF" ] || [ ! -e "$ETC_CONF" ]; then
+        mkdir -p /etc/slurm
+        ln -sfn "$CONF" "$ETC_CONF"
+    elif [ "$(readlink -f "$ETC_CONF")" != "$CONF" ]; then
+        say "warning: $ETC_CONF belongs to another Slurm; jobs that call srun without SLURM_CONF will use that one"
+    fi
+}
+
+unlink_etc_conf() {
+    if [ -L "$ETC_CONF" ] && [ "$(readlink "$ETC_CONF")" = "$CONF" ]; then
+        rm -f "$ETC_CONF"
+    fi
+}
+
 node_idle() { sinfo -h -n "$(hostname -s)" -o %t | grep -Eq '^(idle|mix|alloc)'; }
 
 cmd_start() {
@@ -266,6 +288,7 @@ cmd_start() {
     if ! running slurmctld; then
         write_configs
     fi
+    link_etc_conf
     start_munge
     start_mariadb
     start_slurm_daemon slurmdbd sacctmgr -n list cluster
@@ -310,6 +333,7 @@ cmd_stop() {
         rm -f "${PIDFILE[$name]}"
         say "stopped $name (PID $pid)"
     done
+    unlink_etc_conf
     [ "$any" -eq 1 ] || say "nothing running for $DIR"
 }
 
