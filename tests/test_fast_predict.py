@@ -66,15 +66,19 @@ CASES = {
 
 
 @pytest.mark.parametrize("case", CASES)
-@pytest.mark.parametrize("max_batch_elements", [1, 2**22], ids=["one window per call", "batched"])
-def test_sliding_window_equals_nnunet(case, max_batch_elements):
+@pytest.mark.parametrize(
+    "max_batch_elements, max_batch",
+    [(1, None), (2**22, None), (2**22, 1), (2**22, 3)],
+    ids=["one window per call", "batched", "max batch 1", "max batch 3"],
+)
+def test_sliding_window_equals_nnunet(case, max_batch_elements, max_batch):
     conv_op, shapes, patch, mirror_axes = CASES[case]
     network = Asymmetric(conv_op, shapes[0][0], heads=3).eval()
     generator = torch.Generator().manual_seed(1)
     images = [torch.randn(*s, generator=generator) for s in shapes]
     config = SimpleNamespace(patch_size=list(patch))
     ours = sliding_window_logits(
-        network, images, config, 3, mirror_axes=mirror_axes, max_batch_elements=max_batch_elements
+        network, images, config, 3, mirror_axes=mirror_axes, max_batch_elements=max_batch_elements, max_batch=max_batch
     )
     for image, got in zip(images, ours, strict=True):
         reference = nnunet_reference(network, image, patch, 3, mirror_axes)
@@ -86,7 +90,7 @@ def test_sliding_window_equals_nnunet(case, max_batch_elements):
         assert diff.max() <= 2e-3 * max(1.0, reference.abs().max().item()), diff.max()
         differing = (got.argmax(0) != reference.argmax(0)).float().mean().item()
         assert differing <= 1e-3, differing
-        if max_batch_elements == 1:
+        if max_batch_elements == 1 or max_batch == 1:
             assert torch.equal(got, reference), "one window per call must reproduce nnU-Net bit for bit"
 
 
@@ -289,3 +293,47 @@ def test_fast_png_io_equals_nnunet_reader_writer(mode, tmp_path):
     seg = rng.integers(0, 4, (1, 23, 31)).astype(np.uint8)
     fast.write_seg(seg, str(tmp_path / "seg.png"), props)
     assert np.array_equal(NaturalImage2DIO().read_seg(str(tmp_path / "seg.png"))[0], seg[None].astype(np.float32))
+
+
+# --- CUDA (pytest -m gpu; skipped without a CUDA device) ------------------------------------------------------------
+
+needs_cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+
+
+@pytest.mark.gpu
+@needs_cuda
+@pytest.mark.parametrize("precision", ["fp32", "fp16", "bf16"])
+def test_sliding_window_on_cuda_matches_cpu(precision):
+    """The batched sliding window on CUDA (logits accumulated on the GPU, autocast) against nnU-Net on the CPU."""
+    from nnunet_lite.deploy.fast_predict import _torch_forward
+
+    network = Asymmetric(nn.Conv2d, 3, heads=3).eval()
+    images = [torch.randn(3, 1, 45, 70, generator=torch.Generator().manual_seed(i)) for i in range(2)]
+    config = SimpleNamespace(patch_size=[32, 32])
+    dtype = {"fp32": None, "fp16": torch.float16, "bf16": torch.bfloat16}[precision]
+    forward = _torch_forward(network.cuda(), torch.device("cuda"), dtype, channels_last=False)
+    ours = sliding_window_logits(forward, images, config, 3, mirror_axes=(0, 1), device="cuda")
+    network = network.cpu()
+    for image, got in zip(images, ours, strict=True):
+        reference = nnunet_reference(network, image, (32, 32), 3, (0, 1))
+        assert got.device.type == "cuda" and got.shape == reference.shape
+        got = got.float().cpu()
+        scale = reference.float().abs().max().item()
+        tolerance = {"fp32": 2e-3, "fp16": 1e-2, "bf16": 5e-2}[precision]
+        assert (got - reference.float()).abs().max() <= tolerance * scale
+        assert (got.argmax(0) == reference.argmax(0)).float().mean() >= 0.98
+
+
+@pytest.mark.gpu
+@pytest.mark.slow
+@needs_cuda
+@pytest.mark.parametrize("extra", [[], ["--compile"]], ids=["fp16", "fp16 compiled"])
+def test_cuda_torch_engine_matches_nnunetv2_predict(untrained_2d, extra, tmp_path):
+    ours = tmp_path / "ours"
+    proc = run_cli(
+        "nnunet_lite", "predict", "-i", str(untrained_2d["raw"] / "imagesTs"), "-o", str(ours),
+        "-m", str(untrained_2d["model"]), "--device", "cuda", "--disable-progress-bar", *extra,
+    )  # fmt: skip
+    assert "cuda fp16" in proc.stdout
+    differing, total = count_differing_pixels(untrained_2d["reference"], ours, ".png")
+    assert differing / total <= 0.02, (differing, total)  # fp16 autocast against nnU-Net's fp32 CPU reference

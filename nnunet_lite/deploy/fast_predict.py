@@ -22,6 +22,7 @@ preserving rewrites of :mod:`nnunet_lite.deploy.optimize`, on CUDA with fp16/bf1
 
 from __future__ import annotations
 
+import copy
 import itertools
 import os
 import threading
@@ -59,7 +60,9 @@ class Engine:
     device: torch.device
     forwards: list[Callable[[torch.Tensor], torch.Tensor]]  # one per fold: averaged like nnU-Net's ensemble
     description: str
-    max_batch: int | None = None  # None: any batch size (dynamic batch)
+    # windows (mirrored copies included) per network call; None: up to the element budget. 1 on CPU: batches were
+    # measured slower there (onnxruntime, AULUNet, 2 threads: 13 ms per image at batch 1, 120-170 ms at 4-8)
+    max_batch: int | None = None
     info: dict = field(default_factory=dict)
 
     @property
@@ -102,7 +105,9 @@ class OnnxEngine:
             device=torch.device("cpu"),
             forwards=[forward],
             description=f"onnxruntime {provider} ({Path(export.model_path).name})",
-            max_batch=None if export.sidecar["model"].get("dynamic_batch") else 1,
+            max_batch=None
+            if export.sidecar["model"].get("dynamic_batch") and provider != "CPUExecutionProvider"
+            else 1,
         )
 
 
@@ -126,7 +131,6 @@ class TorchEngine:
         from nnunetv2.inference.predict_from_raw_data import nnUNetPredictor
 
         from ..nnunet_env import make_trainers_discoverable
-        from .optimize import optimize_for_cpu_inference
 
         model_folder = Path(model_folder)
         for name in ("plans.json", "dataset.json"):
@@ -150,38 +154,47 @@ class TorchEngine:
             use_folds=[f if f == "all" else int(f) for f in folds],
             checkpoint_name=checkpoint_name,
         )
-        network = predictor.network
-        if hasattr(network, "_orig_mod"):  # nnUNet_compile: load the plain module
-            network = network._orig_mod
-        if precision == "auto":
-            precision = "fp16" if torch_device.type == "cuda" else "fp32"
-        if precision != "fp32" and torch_device.type != "cuda":
-            raise PredictError(f"--precision {precision} needs --device cuda (CPU inference runs in fp32)")
-        dtype = {"fp16": torch.float16, "bf16": torch.bfloat16, "fp32": None}[precision]
+        return engine_from_predictor(predictor, device=device, precision=precision, compile=compile, optimize=optimize)
 
-        forwards = []
-        for params in predictor.list_of_parameters:
-            network.load_state_dict(params)
-            if torch_device.type == "cpu" and optimize:
-                net = optimize_for_cpu_inference(network)
-            else:
-                import copy
 
-                net = copy.deepcopy(network).eval()
-            net = net.to(torch_device)
-            if compile:
-                net = torch.compile(net)
-            forwards.append(_torch_forward(net, torch_device, dtype, channels_last=torch_device.type == "cpu"))
-        return Engine(
-            plans_manager=predictor.plans_manager,
-            configuration_manager=predictor.configuration_manager,
-            dataset_json=predictor.dataset_json,
-            mirror_axes=predictor.allowed_mirroring_axes,
-            device=torch_device,
-            forwards=forwards,
-            description=f"PyTorch {torch_device.type} {precision}{' compiled' if compile else ''}"
-            f"{' optimised' if optimize and torch_device.type == 'cpu' else ''} ({predictor.trainer_name})",
-        )
+def engine_from_predictor(
+    predictor, *, device: str = "cpu", precision: str = "auto", compile: bool = False, optimize: bool = True
+) -> Engine:
+    """An :class:`Engine` from an initialised ``nnUNetPredictor`` (its network, fold weights, plans and mirroring
+    axes); see :meth:`TorchEngine.load` for the arguments."""
+    from .optimize import optimize_for_cpu_inference
+
+    torch_device = torch.device(device)
+    network = predictor.network
+    if hasattr(network, "_orig_mod"):  # nnUNet_compile: work on the plain module
+        network = network._orig_mod
+    if precision == "auto":
+        precision = "fp16" if torch_device.type == "cuda" else "fp32"
+    if precision != "fp32" and torch_device.type != "cuda":
+        raise PredictError(f"--precision {precision} needs --device cuda (CPU inference runs in fp32)")
+    dtype = {"fp16": torch.float16, "bf16": torch.bfloat16, "fp32": None}[precision]
+    forwards = []
+    for params in predictor.list_of_parameters:
+        network.load_state_dict(params)
+        if torch_device.type == "cpu" and optimize:
+            net = optimize_for_cpu_inference(network)
+        else:
+            net = copy.deepcopy(network).eval()
+        net = net.to(torch_device)
+        if compile:
+            net = torch.compile(net)
+        forwards.append(_torch_forward(net, torch_device, dtype, channels_last=torch_device.type == "cpu"))
+    return Engine(
+        plans_manager=predictor.plans_manager,
+        configuration_manager=predictor.configuration_manager,
+        dataset_json=predictor.dataset_json,
+        mirror_axes=predictor.allowed_mirroring_axes,
+        device=torch_device,
+        forwards=forwards,
+        max_batch=1 if torch_device.type == "cpu" else None,
+        description=f"PyTorch {torch_device.type} {precision}{' compiled' if compile else ''}"
+        f"{' optimised' if optimize and torch_device.type == 'cpu' else ''} ({predictor.trainer_name})",
+    )
 
 
 def _torch_forward(net, device: torch.device, dtype, channels_last: bool) -> Callable[[torch.Tensor], torch.Tensor]:
@@ -269,7 +282,8 @@ def sliding_window_logits(
         chunk = jobs[start : start + per_call]
         x = torch.stack([padded[i][sl] for i, sl in chunk])
         n = len(chunk)
-        if combos and copies * n * window_elements > max_batch_elements:  # 3D: the copies one call at a time
+        one_copy_per_call = max_batch is not None and copies * n > max_batch
+        if combos and (one_copy_per_call or copies * n * window_elements > max_batch_elements):  # copy by copy
             outputs = [run(x)] + [run(torch.flip(x, [a + 2 for a in c])) for c in combos]
         elif combos:
             outputs = list(run(torch.cat([x] + [torch.flip(x, [a + 2 for a in c]) for c in combos])).split(n))
