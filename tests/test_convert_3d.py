@@ -28,7 +28,7 @@ from nnunet_lite.dataset_conversion._common import (
     read_nifti_header,
 )
 from nnunet_lite.dataset_conversion.btcv import LABELLED_CASES, SYNAPSE_8_ORGANS, btcv_case_id
-from nnunet_lite.dataset_conversion.kits23 import kits23_case_id, nnunet_kits23_setup
+from nnunet_lite.dataset_conversion.kits23 import NNUNET_KITS23_SETUP, kits23_case_id
 
 from .conftest import run_cli
 from .convert_fixtures import SHARED_DATASETS, verify_with_nnunet
@@ -166,11 +166,23 @@ def test_btcv_uncompressed_input_is_gzipped_losslessly_and_reruns_identically(tm
 # --------------------------------------------------------------------------------------------------------------------
 
 
-def test_kits23_setup_is_nnunets_own():
-    setup = nnunet_kits23_setup()
-    assert setup["labels"] == {"background": 0, "kidney": (1, 2, 3), "masses": (2, 3), "tumor": 2}
-    assert setup["regions_class_order"] == (1, 3, 2) and setup["reader"] == "NibabelIOWithReorient"
-    assert setup["channel_names"] == {"0": "CT"} and setup["file_ending"] == ".nii.gz"
+def test_kits23_setup_is_nnunets_own(tmp_path, monkeypatch):
+    """The constant equals the dataset.json that nnU-Net's own KiTS23 converter writes (run here on zero cases)."""
+    from nnunetv2.dataset_conversion import Dataset220_KiTS2023 as upstream
+
+    (tmp_path / "kits").mkdir()
+    monkeypatch.setattr(upstream, "nnUNet_raw", str(tmp_path / "raw"))
+    upstream.convert_kits2023(str(tmp_path / "kits"), 999)
+    written = json.loads((tmp_path / "raw" / "Dataset999_KiTS2023" / "dataset.json").read_text())
+    setup = NNUNET_KITS23_SETUP
+    assert (
+        written["labels"]
+        == KITS_REGIONS
+        == {k: list(v) if isinstance(v, tuple) else v for k, v in setup["labels"].items()}
+    )
+    assert written["regions_class_order"] == list(setup["regions_class_order"])
+    assert written["overwrite_image_reader_writer"] == setup["reader"]
+    assert written["channel_names"] == setup["channel_names"] and written["file_ending"] == setup["file_ending"]
 
 
 def test_kits23_converts_with_regions_and_reorienting_reader(tmp_path, raw_env, capsys):

@@ -6,8 +6,8 @@ holds ``segmentation.nii.gz`` (in git) and ``imaging.nii.gz`` (fetched by ``kits
 ``dataset/kits23.json`` (clinical metadata, not used) and per-case ``instances/`` folders (not used). Volumes are
 copied unchanged after the same checks as every 3D converter (complete files, one voxel grid, labels 0..3).
 
-The dataset.json is nnU-Net's own KiTS23 setup, taken from ``nnunetv2.dataset_conversion.Dataset220_KiTS2023`` rather
-than re-typed: channel ``CT``; regions ``kidney (1, 2, 3)``, ``masses (2, 3)``, ``tumor 2`` with
+The dataset.json is nnU-Net's own KiTS23 setup, that of ``nnunetv2.dataset_conversion.Dataset220_KiTS2023`` (a test
+compares the two): channel ``CT``; regions ``kidney (1, 2, 3)``, ``masses (2, 3)``, ``tumor 2`` with
 ``regions_class_order (1, 3, 2)`` (nnU-Net trains one sigmoid output per region); reader ``NibabelIOWithReorient``.
 KiTS stores arrays in (z, y, x) order with an I-P-L affine; that reader reorients every volume to RAS when reading
 (and back when writing predictions), so nothing is resampled or re-oriented here.
@@ -19,7 +19,6 @@ Cases whose ``imaging.nii.gz`` is missing (an interrupted download) are listed b
 from __future__ import annotations
 
 import argparse
-import functools
 import json
 import os
 import re
@@ -50,6 +49,15 @@ REFERENCE = (
 )
 # Raw voxel values of segmentation.nii.gz (kits23/configuration/labels.py); the regions come from nnU-Net
 LABEL_NAMES: dict[int, str] = {1: "kidney", 2: "tumor", 3: "cyst"}
+# nnU-Net's own KiTS23 dataset.json setup, as nnunetv2.dataset_conversion.Dataset220_KiTS2023 writes it (regions as
+# tuples); test_convert_3d.py checks it against that converter's output, so an nnU-Net that changes it fails the tests.
+NNUNET_KITS23_SETUP: dict[str, Any] = {
+    "channel_names": {"0": "CT"},
+    "labels": {"background": 0, "kidney": (1, 2, 3), "masses": (2, 3), "tumor": 2},
+    "file_ending": ".nii.gz",
+    "regions_class_order": (1, 3, 2),
+    "reader": "NibabelIOWithReorient",
+}
 STORED_ORIENTATION = "IPL"  # axes of the official files: (z, y, x) arrays, affine I-P-L, origin 0
 _CASE_RE = re.compile(r"^case_(\d+)$", re.IGNORECASE)
 
@@ -63,61 +71,6 @@ def kits23_case_id(token: str) -> str | None:
         name = os.path.basename(text)
         m = re.fullmatch(r"(\d+)", nifti_stem(name) or name)
     return f"case_{int(m.group(1)):05d}" if m else None
-
-
-@functools.lru_cache(maxsize=1)
-def _upstream_setup() -> tuple[tuple[str, Any], ...]:
-    import tempfile
-    from unittest import mock
-
-    try:
-        from nnunetv2.dataset_conversion import Dataset220_KiTS2023 as upstream
-    except ImportError as e:
-        raise ConversionError(
-            f"nnU-Net's KiTS23 converter (nnunetv2.dataset_conversion.Dataset220_KiTS2023) cannot be imported: {e}",
-            hint="install a supported nnunetv2 (>=2.8,<2.9)",
-        ) from e
-    captured: dict[str, Any] = {}
-
-    def capture(output_folder, channel_names, labels, num_training_cases, file_ending, **kwargs):
-        captured.update(
-            channel_names={str(k): v for k, v in channel_names.items()},
-            labels=dict(labels),
-            file_ending=file_ending,
-            regions_class_order=tuple(kwargs["regions_class_order"]),
-            reader=kwargs["overwrite_image_reader_writer"],
-        )
-
-    # Run upstream's converter on an empty folder with generate_dataset_json intercepted: it copies nothing and
-    # hands over its dataset.json arguments.
-    try:
-        with tempfile.TemporaryDirectory() as tmp:
-            with (
-                mock.patch.object(upstream, "nnUNet_raw", tmp),
-                mock.patch.object(upstream, "generate_dataset_json", capture),
-            ):
-                upstream.convert_kits2023(tmp, 999)
-    except Exception as e:  # an nnunetv2 whose converter works differently
-        raise ConversionError(
-            f"cannot read the KiTS23 setup from nnU-Net's converter ({type(e).__name__}: {e})",
-            hint="install a supported nnunetv2 (>=2.8,<2.9)",
-        ) from e
-    if not captured:
-        raise ConversionError(
-            "nnU-Net's KiTS23 converter did not call generate_dataset_json", hint="install nnunetv2 >=2.8,<2.9"
-        )
-    return tuple(captured.items())
-
-
-def nnunet_kits23_setup() -> dict[str, Any]:
-    """nnU-Net's KiTS23 dataset.json settings, read from ``nnunetv2.dataset_conversion.Dataset220_KiTS2023``.
-
-    Returns:
-        ``channel_names``, ``labels`` (regions as tuples), ``file_ending``, ``regions_class_order`` and ``reader``
-        (the ``overwrite_image_reader_writer``), e.g. ``labels == {"background": 0, "kidney": (1, 2, 3),
-        "masses": (2, 3), "tumor": 2}``.
-    """
-    return {k: (dict(v) if isinstance(v, dict) else v) for k, v in _upstream_setup()}
 
 
 _FILES = {name: (f"{name}.nii.gz", f"{name}.nii") for name in ("imaging", "segmentation")}
@@ -193,7 +146,7 @@ def convert_kits23(
     """
     source = require_source(source)
     check_split_args(split, split_file, SPLITS)
-    setup = nnunet_kits23_setup()
+    setup = NNUNET_KITS23_SETUP
     report = Report()
     root = find_one_dir(source, _is_root, "KiTS23 dataset folder", "dataset/case_00000/segmentation.nii.gz")
     cases: list[Case3D] = []
