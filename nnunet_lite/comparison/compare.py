@@ -27,7 +27,6 @@ from .nnunet_io import (
 from .stats import bootstrap_mean_ci, holm, pooled_dice_iou, wilcoxon_signed_rank
 
 CV = "cv"
-FOREGROUND = "foreground mean"
 
 
 @dataclass
