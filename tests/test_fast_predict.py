@@ -337,3 +337,20 @@ def test_cuda_torch_engine_matches_nnunetv2_predict(untrained_2d, extra, tmp_pat
     assert "cuda fp16" in proc.stdout
     differing, total = count_differing_pixels(untrained_2d["reference"], ours, ".png")
     assert differing / total <= 0.02, (differing, total)  # fp16 autocast against nnU-Net's fp32 CPU reference
+
+
+@pytest.mark.parametrize(
+    "image_size, patch, step",
+    [((1, 45, 70), (32, 32), 0.5), ((3, 40, 40), (32, 32), 0.5), ((20, 24, 28), (16, 16, 16), 0.5),
+     ((1, 64, 64), (64, 64), 0.5), ((30, 90, 70), (16, 32, 32), 0.25)],
+)  # fmt: skip
+def test_sliding_window_slicers_equal_nnunet(image_size, patch, step):
+    from nnunetv2.inference.predict_from_raw_data import nnUNetPredictor
+
+    from nnunet_lite.deploy.fast_predict import sliding_window_slicers
+
+    predictor = SimpleNamespace(
+        configuration_manager=SimpleNamespace(patch_size=list(patch)), tile_step_size=step, verbose=False
+    )
+    reference = nnUNetPredictor._internal_get_sliding_window_slicers(predictor, image_size)
+    assert sliding_window_slicers(image_size, patch, step) == reference and len(reference) >= 1

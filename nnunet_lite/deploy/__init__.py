@@ -3,7 +3,10 @@
 - :func:`optimize_for_cpu_inference` (``deploy.optimize``): output-preserving inference rewrites;
 - :func:`export_trained_model` (``deploy.export``, ``nnunet_lite export``): a trained nnU-Net model to ONNX + sidecar;
 - :func:`load_export` (``deploy.sidecar``): read an export folder;
-- :func:`predict_folder` (``deploy.predict``, ``nnunet_lite predict``): nnU-Net's inference with onnxruntime;
+- :func:`predict_folder_fast` (``deploy.fast_predict``, ``nnunet_lite predict``): nnU-Net's inference in one pipelined
+  process, with an ONNX export (:class:`OnnxEngine`) or any checkpoint in PyTorch (:class:`TorchEngine`);
+- :func:`predict_folder` (``deploy.predict``, ``nnunet_lite predict --nnunet-pipeline``): nnUNetPredictor itself
+  with onnxruntime;
 - :func:`benchmark_latency` (``deploy.benchmark``): CPU latency of eager, optimised, compiled and onnxruntime variants.
 
 Names are imported on first use, so that ``import nnunet_lite.deploy`` (and the CLI) stays cheap; onnx and
@@ -22,6 +25,9 @@ _EXPORTS = {
     "read_sidecar": "sidecar",
     "predict_folder": "predict",
     "make_predictor": "predict",
+    "predict_folder_fast": "fast_predict",
+    "OnnxEngine": "fast_predict",
+    "TorchEngine": "fast_predict",
     "benchmark_latency": "benchmark",
     "format_latency_table": "benchmark",
     "prepare_variant": "benchmark",

@@ -32,7 +32,6 @@ from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
-from types import SimpleNamespace
 
 import numpy as np
 import torch
@@ -225,6 +224,27 @@ def mirror_combinations(mirror_axes: tuple[int, ...] | None) -> list[tuple[int, 
     return [c for i in range(len(mirror_axes)) for c in itertools.combinations(mirror_axes, i + 1)]
 
 
+def sliding_window_slicers(image_size: Sequence[int], patch_size: Sequence[int], tile_step_size: float) -> list:
+    """``nnUNetPredictor._internal_get_sliding_window_slicers``: the window positions, in nnU-Net's order (a 2D
+    patch on a 3D image slides over every slice). Not imported from nnU-Net: its predictor module takes seconds to
+    import (torch._dynamo, every trainer module), a start-up cost this path avoids for the ONNX engine."""
+    from nnunetv2.inference.sliding_window_prediction import compute_steps_for_sliding_window
+
+    patch_size = tuple(patch_size)
+    if len(patch_size) < len(image_size):
+        steps = compute_steps_for_sliding_window(tuple(image_size[1:]), patch_size, tile_step_size)
+        return [
+            (slice(None), d, *[slice(s, s + p) for s, p in zip(corner, patch_size, strict=True)])
+            for d in range(image_size[0])
+            for corner in itertools.product(*steps)
+        ]
+    steps = compute_steps_for_sliding_window(tuple(image_size), patch_size, tile_step_size)
+    return [
+        (slice(None), *[slice(s, s + p) for s, p in zip(corner, patch_size, strict=True)])
+        for corner in itertools.product(*steps)
+    ]
+
+
 @torch.inference_mode()
 def sliding_window_logits(
     forward: Callable[[torch.Tensor], torch.Tensor],
@@ -245,7 +265,6 @@ def sliding_window_logits(
     ``max_batch_elements`` input elements. Returns fp16 logits per image ``(heads, *spatial)`` (nnU-Net's dtype).
     """
     from acvl_utils.cropping_and_padding.padding import pad_nd_image
-    from nnunetv2.inference.predict_from_raw_data import nnUNetPredictor
     from nnunetv2.inference.sliding_window_prediction import compute_gaussian
 
     device = torch.device(device)
@@ -254,11 +273,7 @@ def sliding_window_logits(
     for image in images:
         data, revert = pad_nd_image(image, patch, "constant", {"value": 0}, True, None)
         padded.append(data.to(device))
-    # nnU-Net's window positions (the method only reads these two attributes)
-    slicers = nnUNetPredictor._internal_get_sliding_window_slicers(
-        SimpleNamespace(configuration_manager=configuration_manager, tile_step_size=tile_step_size, verbose=False),
-        padded[0].shape[1:],
-    )
+    slicers = sliding_window_slicers(padded[0].shape[1:], patch, tile_step_size)
     gaussian = compute_gaussian(patch, sigma_scale=1.0 / 8, value_scaling_factor=10, device=device)
     spatial = padded[0].shape[1:]
     combos = mirror_combinations(mirror_axes)
