@@ -3,6 +3,7 @@
 
 import json
 import os
+import re
 import signal
 import subprocess
 import time
@@ -74,6 +75,7 @@ BAD_FIELDS = [
     (("[report]", '[report]\ntime = "2h"'), "report.time: Extra inputs are not permitted"),
     (("epochs = 1", 'epochs = "one"'), "budget.epochs: Input should be a valid integer"),
     (("[budget]", "[budget\n"), "not valid TOML"),
+    (("folds = [0, 1]", 'folds = [0, 1]\nrobustness = "mri"'), "robustness: unknown corruption suite 'mri'"),
 ]
 
 
@@ -150,6 +152,20 @@ def test_snakemake_command_local_and_slurm(tmp_path):
     slurm = snakemake_command(study, RunOptions(executor="slurm", slurm_partition="gpu", jobs=20))
     assert slurm[slurm.index("--executor") + 1] == "slurm" and "slurm=1" in slurm
     assert slurm[slurm.index("--default-resources") + 1] == "slurm_partition=gpu" and "--cores" not in slurm
+
+
+def test_robustness_and_figure_rules_join_the_workflow(tmp_path):
+    pytest.importorskip("snakemake")
+    text = GOOD.replace("folds = [0, 1]", 'folds = [0, 1]\nrobustness = "dermoscopy"\nfigure = true')
+    out = subprocess.run(
+        [str(BIN / "nnunet_lite"), "study", "run", str(write(tmp_path, text)), "--dry-run"],
+        capture_output=True,
+        text=True,
+    )
+    assert out.returncode == 0, out.stderr
+    rules = out.stdout + out.stderr
+    for rule in ("robustness_make", "robustness", "figure"):  # one job each: one tested dataset, one configuration
+        assert re.search(rf"^{rule}\s+1$", rules, re.MULTILINE), rules[-3000:]
 
 
 def test_init_writes_valid_files_and_refuses_to_overwrite(tmp_path, capsys):

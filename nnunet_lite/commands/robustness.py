@@ -66,7 +66,10 @@ def _report(args: argparse.Namespace) -> int:
         seed=args.seed,
     )
     output = Path(args.output_folder or f"robustness_{dataset_name(args.d)}_{args.c}_{report.set_name}")
-    command = " ".join(shlex.quote(a) for a in ["nnunet_lite", "robustness", *sys.argv[2:]])
+    parts = ["nnunet_lite", "robustness", "report", "-d", args.d, "-c", args.c, "-tr", *args.tr, "-f", *args.f]
+    parts += (["-p", args.p] if args.p != "nnUNetPlans" else []) + (["--set", args.set] if args.set else [])
+    parts += ["--baseline", args.baseline] if args.baseline else []
+    command = " ".join(shlex.quote(str(a)) for a in parts)
     with atomic_folder(output, overwrite=args.overwrite) as tmp:
         write_report(report, tmp, command)
     print(markdown(report))

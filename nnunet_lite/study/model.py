@@ -165,6 +165,18 @@ class StudyModel(_Strict):
     resources: StepResources = StepResources()
     env: dict[str, str] = {}
     report: Report = Report()
+    robustness: str | None = None  # corruption suite of `nnunet_lite robustness` for every tested dataset
+    figure: bool = False  # `nnunet_lite figure` (best / median / worst validation cases) per dataset
+
+    @field_validator("robustness")
+    @classmethod
+    def _suite(cls, value: str | None) -> str | None:
+        if value is not None:
+            from ..robustness.corruptions import SUITES
+
+            if value not in SUITES:
+                raise ValueError(f"unknown corruption suite {value!r}; known: {', '.join(SUITES)}")
+        return value
 
     @field_validator("trainers", "matched_trainers")
     @classmethod
