@@ -12,11 +12,11 @@ import shlex
 from dataclasses import dataclass
 from pathlib import Path
 
+from ..nnunet_env import SHIM_FOLDER
 from .model import SYNTHETIC_NAME, Dataset, Model, StudyError, StudyModel, load_study_model
 
 PATH_VARS = {"raw": "nnUNet_raw", "preprocessed": "nnUNet_preprocessed", "results": "nnUNet_results"}
 BUDGET_MODULE = "nnunet_lite_study_trainers"
-SHIM_FOLDER = Path(__file__).resolve().parents[1] / "nnunet_ext"
 
 
 @dataclass(frozen=True)
