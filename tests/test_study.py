@@ -5,7 +5,9 @@ import json
 import os
 import re
 import signal
+import socket
 import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -237,3 +239,44 @@ def test_tiny_study_killed_after_first_training_continues_without_retraining(tmp
         "nnUNetTrainerLGMSNet_1ep4it__nnUNetPlans__2d",
     ]
     assert all(len(list(p.glob("*.png"))) == 2 for p in predictions.iterdir())
+
+
+def test_concurrent_trainings_get_different_gpus(tmp_path):
+    from nnunet_lite.study.job import gpu_slot
+
+    with gpu_slot(tmp_path, 2) as first, gpu_slot(tmp_path, 2) as second:
+        assert {first, second} == {0, 1}
+    with gpu_slot(tmp_path, 2) as again:  # released when the holder ends
+        assert again == 0
+
+
+def test_status_reads_failed_running_and_interrupted_folds(tmp_path):
+    from nnunet_lite.study.job import main as job_main
+    from nnunet_lite.study.status import format_status, log_file, study_status
+
+    study = Study.load(write(tmp_path, GOOD), environ={})
+    failed, interrupted, running, _ = study.trainings()
+    log = log_file(study, failed)
+    assert job_main([str(failed.fold_dir), str(log), "--", sys.executable, "-c", "import sys; sys.exit(3)"]) == 3
+
+    interrupted.fold_dir.mkdir(parents=True)
+    (interrupted.fold_dir / "checkpoint_latest.pth").write_bytes(b"")
+    (interrupted.fold_dir / "debug.json").write_text(json.dumps({"num_epochs": "7"}))
+    (interrupted.fold_dir / "training_log_2026_1_1_00_00_00.txt").write_text(
+        "2026-01-01 00:00:01.0: Epoch 0\n2026-01-01 00:00:09.0: Epoch time: 8.0 s\n"
+        "2026-01-01 00:00:09.5: Epoch 1\n2026-01-01 00:00:17.0: Epoch time: 7.5 s\n2026-01-01 00:00:17.5: Epoch 2\n"
+    )
+    marker = log_file(study, running)
+    marker.parent.mkdir(parents=True, exist_ok=True)
+    marker.with_name(marker.name + ".running").write_text(
+        json.dumps({"host": socket.gethostname(), "pid": os.getpid(), "slurm_job_id": None})
+    )
+
+    rows = study_status(study)
+    assert [r["status"] for r in rows] == ["failed", "interrupted", "running", "missing"]
+    assert "exit 3" in rows[0]["note"] and str(log) in rows[0]["note"]
+    assert (rows[1]["epochs_done"], rows[1]["epochs_planned"]) == (2, 7)
+    assert rows[3]["epochs_planned"] == 1  # from the study's budget before the training starts
+    assert format_status(rows).endswith(
+        "4 trainings: 1 running, 1 interrupted, 1 failed, 1 missing; left: 4 trainings, 8 epochs"
+    )
