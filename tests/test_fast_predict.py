@@ -354,3 +354,22 @@ def test_sliding_window_slicers_equal_nnunet(image_size, patch, step):
     )
     reference = nnUNetPredictor._internal_get_sliding_window_slicers(predictor, image_size)
     assert sliding_window_slicers(image_size, patch, step) == reference and len(reference) >= 1
+
+
+def test_list_cases_follows_nnunet_naming(tmp_path):
+    from nnunetv2.utilities.utils import (
+        create_lists_from_splitted_dataset_folder,
+        get_identifiers_from_splitted_dataset_folder,
+    )
+
+    from nnunet_lite.deploy.fast_predict import PredictError, list_cases
+
+    names = ["b_0000.nii.gz", "b_0001.nii.gz", "a_1_0000.nii.gz", "a_0000.nii.gz", "c_0000.png", "notes.txt"]
+    for name in names:
+        (tmp_path / name).write_text("")
+    ids = [str(i) for i in get_identifiers_from_splitted_dataset_folder(str(tmp_path), ".nii.gz")]
+    reference = create_lists_from_splitted_dataset_folder(str(tmp_path), ".nii.gz", ids, num_processes=1)
+    assert list_cases(tmp_path, ".nii.gz") == dict(zip(ids, reference, strict=True))
+    assert list(list_cases(tmp_path, ".nii.gz")) == ["a", "a_1", "b"]
+    with pytest.raises(PredictError, match="no images named CASE_0000.tif"):
+        list_cases(tmp_path, ".tif")

@@ -25,6 +25,7 @@ from __future__ import annotations
 import copy
 import itertools
 import os
+import re
 import threading
 import time
 from collections import deque
@@ -391,22 +392,25 @@ class PredictionReport:
 
 
 def list_cases(input_folder: Path, file_ending: str) -> dict[str, list[str]]:
-    """``{case: [channel files]}`` found as nnU-Net finds them (``CASE_XXXX.ext``); PredictError if there are none."""
-    from nnunetv2.utilities.utils import (
-        create_lists_from_splitted_dataset_folder,
-        get_identifiers_from_splitted_dataset_folder,
-    )
-
+    """``{case: [channel files]}`` by nnU-Net's rule (``CASE_XXXX<ending>``, case IDs as
+    ``get_identifiers_from_splitted_dataset_folder``, files as ``create_paths_fn``). Not nnU-Net's
+    ``create_lists_from_splitted_dataset_folder`` itself: it starts a pool of 12 processes to match file names (3.5 s
+    on the loaded 2-core machine). PredictError if there are no cases."""
     if not input_folder.is_dir():
         raise PredictError(f"input folder {input_folder} does not exist")
-    cases = [str(c) for c in get_identifiers_from_splitted_dataset_folder(str(input_folder), file_ending)]
+    files = sorted(p.name for p in input_folder.iterdir() if p.name.endswith(file_ending) and p.is_file())
+    pattern = re.compile(r"(.+)_\d\d\d\d" + re.escape(file_ending))
+    cases: dict[str, list[str]] = {}
+    for name in files:
+        match = pattern.fullmatch(name)
+        if match:
+            cases.setdefault(match.group(1), []).append(str(input_folder / name))
     if not cases:
         raise PredictError(
             f"no images named CASE_0000{file_ending} in {input_folder} (nnU-Net naming: CASE_XXXX{file_ending}, one "
             f"file per input channel file of the dataset)"
         )
-    files = create_lists_from_splitted_dataset_folder(str(input_folder), file_ending, cases)
-    return dict(zip(cases, files, strict=True))
+    return dict(sorted(cases.items()))
 
 
 class _Timer:
