@@ -1773,10 +1773,13 @@ def _convert_case_3d(case: Case3D, out_dir: Path, options: Options3D) -> CaseRes
 
     header = read_nifti_header(case.image)
     if header.ndim != 3:
+        singleton = header.ndim > 3 and all(d == 1 for d in header.shape[3:])
         raise ConversionError(
             f"expected a 3D volume, found {header.ndim} dimensions {header.shape}",
             case.image,
-            hint="nnU-Net's NIfTI readers take 3D volumes with one channel",
+            hint="drop the trailing axes of length 1 (e.g. nibabel.funcs.squeeze_image) and save the volume again"
+            if singleton
+            else "nnU-Net's NIfTI readers take 3D volumes with one channel",
         )
     check_nifti_complete(case.image, header)
     image = read_geometry(case.image)
