@@ -29,12 +29,13 @@ class Seeded:
     patch sampling and augmentation. Augmentation runs in the training process (nnU-Net's SingleThreadedAugmenter),
     because nnU-Net's worker processes draw fresh seeds.\"\"\"
 
-    def __init__(self, *args, **kwargs):
+    # nnU-Net's exact signature: its __init__ records these arguments by name
+    def __init__(self, plans, configuration, fold, dataset_json, device=torch.device("cuda")):
         os.environ["nnUNet_n_proc_DA"] = "0"
         random.seed(0)
         np.random.seed(0)
         torch.manual_seed(0)
-        super().__init__(*args, **kwargs)
+        super().__init__(plans, configuration, fold, dataset_json, device)
 
 
 class nnUNetTrainerLGMSNet_test(Seeded, nnUNetTrainerLGMSNet):
