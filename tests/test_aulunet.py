@@ -25,8 +25,10 @@ def num_params(module: nn.Module) -> int:
 
 @pytest.mark.parametrize(
     ("conv_op", "in_ch", "classes", "expected"),
-    # 2D: architectures.md §1.2 (official code); 3D: the same construction with 3x3x3 depthwise kernels, i.e. 18 more
-    # weights per channel in each of the 11 AKF blocks (185 channels in all) and 18 more per input channel in the stem.
+    # 2D: the official code, github.com/maklachur/AULUNet models/MainPipeline.py at commit b0e483c (MainPipeline,
+    # c_list [5, 10, 15, 25, 35, 60]), counted with sum(p.numel()); the paper (BMVC 2025) reports 0.029 M. 3D (not in
+    # the paper): the same construction with 3x3x3 depthwise kernels, i.e. 18 more weights per channel in each of the
+    # 11 AKF blocks (185 channels in all) and 18 more per input channel in the stem.
     [(nn.Conv2d, 3, 1, 28_636), (nn.Conv2d, 1, 2, 28_552), (nn.Conv3d, 1, 1, 35_296)],
 )
 def test_parameter_counts_match_official_code(conv_op, in_ch, classes, expected):

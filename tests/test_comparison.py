@@ -9,6 +9,7 @@ import contextlib
 import json
 import multiprocessing
 import os
+import time
 from pathlib import Path
 
 import numpy as np
@@ -61,7 +62,21 @@ def test_single_convolution_profile_matches_hand_computation():
     assert count_flops(conv, shape) == 2 * macs
     assert peak_forward_memory(conv, shape) == 8 * 16 * 16 * 4  # the fp32 output is the only new tensor
     latency = measure_latency(conv, shape, threads=1, min_run_time=0.05, warmup=1)
-    assert latency.median_s > 0 and latency.iqr_s >= 0 and latency.threads == 1 and latency.precision == "fp32"
+    assert latency.median_s > 0 and latency.threads == 1 and latency.precision == "fp32"
+
+
+class Sleeper(torch.nn.Module):
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        time.sleep(0.03)
+        return x
+
+
+def test_latency_measures_a_known_duration():
+    latency = measure_latency(Sleeper(), (1, 1), threads=1, min_run_time=0.4, warmup=1)
+    # a 30 ms forward: the median is at least that (in seconds) and, even on a busy CPU, not five times more; the
+    # spread of the timed blocks is scheduling jitter, well below the duration itself
+    assert 0.03 <= latency.median_s < 0.15, latency
+    assert 0 <= latency.iqr_s < latency.median_s and latency.runs >= 5, latency
 
 
 def test_statistics_helpers():

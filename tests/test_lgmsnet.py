@@ -10,6 +10,9 @@ def num_params(module: nn.Module) -> int:
     return sum(p.numel() for p in module.parameters())
 
 
+# The official code, github.com/cq-dong/LGMSNet at commit 503ff86: 2D MKtinyvit4_CT in network/CMUNeXt_new.py
+# (registered as SegmsNet in main.py; the paper, ECAI 2025, reports 2.32 M), 3D MKtinyvit4_CT3D in
+# network_3d/CMUNeXtNew3d.py (BTCV: 14 classes, KiTS23: 4), counted with sum(p.numel()).
 @pytest.mark.parametrize(
     ("conv_op", "in_ch", "classes", "expected"),
     [(nn.Conv2d, 3, 1, 2_321_393), (nn.Conv3d, 1, 14, 6_193_742), (nn.Conv3d, 1, 4, 6_193_572)],
@@ -71,3 +74,21 @@ def test_blocks_in_2d_and_3d():
         norm = nn.BatchNorm2d if conv_op is nn.Conv2d else nn.InstanceNorm3d
         assert LMS(conv_op, 16, norm)(torch.randn(shape)).shape == shape
         assert GMS(conv_op, 16, 32, norm)(torch.randn(shape)).shape == (shape[0], 32, *shape[2:])
+
+
+def test_paper_recipe_optimizer_and_poly_schedule():
+    """README: SGD momentum 0.9 (no Nesterov), weight decay 1e-4, lr 0.02, poly (exponent 0.9), 500 epochs."""
+    from types import SimpleNamespace
+
+    from nnunet_lite.trainers import nnUNetTrainerLGMSNet_paper
+
+    fields = nnUNetTrainerLGMSNet_paper.hyperparameters
+    assert fields == {"num_epochs": 500, "initial_lr": 0.02, "weight_decay": 1e-4}
+    stub = SimpleNamespace(network=nn.Linear(2, 1), **fields)
+    optimizer, scheduler = nnUNetTrainerLGMSNet_paper.configure_optimizers(stub)
+    assert type(optimizer) is torch.optim.SGD
+    group = optimizer.param_groups[0]
+    assert (group["momentum"], group["nesterov"], group["weight_decay"], group["dampening"]) == (0.9, False, 1e-4, 0)
+    for epoch in (0, 1, 250, 499):  # nnU-Net: lr_scheduler.step(current_epoch) at every epoch start
+        scheduler.step(epoch)
+        assert group["lr"] == pytest.approx(0.02 * (1 - epoch / 500) ** 0.9, rel=1e-12)
