@@ -280,3 +280,16 @@ def test_status_reads_failed_running_and_interrupted_folds(tmp_path):
     assert format_status(rows).endswith(
         "4 trainings: 1 running, 1 interrupted, 1 failed, 1 missing; left: 4 trainings, 8 epochs"
     )
+
+
+def test_missing_snakemake_names_the_extra(tmp_path, monkeypatch, capsys):
+    import importlib.util
+
+    real = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "snakemake" else real(name, *a))
+    assert main(["study", "run", str(write(tmp_path, GOOD)), "--gpus", "0"]) == 1
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err == [
+        "nnunet_lite study: Snakemake is not installed: pip install 'nnunet-lite[study]'  "
+        "(Snakemake 9 needs Python >= 3.11)"
+    ]

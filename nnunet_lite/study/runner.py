@@ -30,9 +30,9 @@ def require_snakemake(slurm: bool = False) -> None:
     import importlib.util
 
     if sys.version_info < (3, 11):
-        raise StudyError(f"nnunet_lite study needs Python >= 3.11 (Snakemake 9); this is {sys.version.split()[0]}")
+        raise StudyError(f"needs Python >= 3.11 (Snakemake 9); this is {sys.version.split()[0]}")
     if importlib.util.find_spec("snakemake") is None:
-        raise StudyError(f"nnunet_lite study needs Snakemake: {EXTRA}")
+        raise StudyError(f"Snakemake is not installed: {EXTRA}")
     if slurm and importlib.util.find_spec("snakemake_executor_plugin_slurm") is None:
         raise StudyError(f"--executor slurm needs snakemake-executor-plugin-slurm: {EXTRA}")
 
