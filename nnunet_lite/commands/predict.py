@@ -6,6 +6,7 @@ Engines: an ``nnunet_lite export`` folder (onnxruntime) or any trained nnU-Net m
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from pathlib import Path
 
@@ -60,6 +61,10 @@ def load_engine(args: argparse.Namespace):
 
 
 def run(args: argparse.Namespace) -> int:
+    if args.device == "cpu" and "torch" not in sys.modules:
+        # read when torch loads OpenMP: idle threads that spin made a shared 2-core machine 5-20x slower
+        # (docs/deployment.md); the user's own setting wins
+        os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
     from ..deploy.fast_predict import PredictError, predict_folder_fast
     from ..deploy.onnx_runtime import ExportError
     from ..deploy.sidecar import SidecarError

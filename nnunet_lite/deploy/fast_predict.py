@@ -130,6 +130,7 @@ class TorchEngine:
         ``nnUNetv2_predict`` does, fp32 on CPU. ``optimize``: the CPU rewrites of ``optimize_for_cpu_inference``."""
         from nnunetv2.inference.predict_from_raw_data import nnUNetPredictor
 
+        from ..checkpoints import CheckpointError, load_checkpoint
         from ..nnunet_env import make_trainers_discoverable
 
         model_folder = Path(model_folder)
@@ -137,11 +138,16 @@ class TorchEngine:
             if not (model_folder / name).is_file():
                 raise PredictError(f"{model_folder / name} is missing: -m must be an nnU-Net results folder")
         for fold in folds:
-            if not (model_folder / f"fold_{fold}" / checkpoint_name).is_file():
+            checkpoint = model_folder / f"fold_{fold}" / checkpoint_name
+            if not checkpoint.is_file():
                 raise PredictError(
-                    f"{model_folder / f'fold_{fold}' / checkpoint_name} not found: train it with nnUNetv2_train "
-                    f"or choose folds with -f and the checkpoint with -chk"
+                    f"{checkpoint} not found: train it with nnUNetv2_train or choose folds with -f and the checkpoint "
+                    f"with -chk"
                 )
+            try:  # safely first: nnU-Net's loader below unpickles with weights_only=False
+                load_checkpoint(checkpoint)
+            except CheckpointError as e:
+                raise PredictError(str(e)) from None
         torch_device = torch.device(device)
         if torch_device.type == "cuda" and not torch.cuda.is_available():
             raise PredictError("--device cuda but torch sees no CUDA device; use --device cpu")
