@@ -13,9 +13,6 @@ from nnunet_lite.trainers.nnUNetTrainerAULUNet import (
     nnUNetTrainerAULUNet_paper,
 )
 
-ANISOTROPIC_PLAN = ([16, 64, 96], [[1, 1, 1], [1, 2, 2], [1, 2, 2], [2, 2, 2], [2, 2, 2], [2, 2, 2]])
-
-
 pytestmark = pytest.mark.usefixtures("one_thread")
 
 
@@ -33,41 +30,6 @@ def num_params(module: nn.Module) -> int:
 )
 def test_parameter_counts_match_official_code(conv_op, in_ch, classes, expected):
     assert num_params(AULUNet(in_ch, classes, conv_op=conv_op)) == expected
-
-
-@pytest.mark.parametrize(
-    ("conv_op", "shape", "kwargs"),
-    [
-        (nn.Conv2d, (2, 3, 64, 96), {}),
-        (nn.Conv2d, (2, 1, 32, 160), {}),
-        (nn.Conv3d, (2, 1, 32, 32, 64), {}),
-        # anisotropic 3D plan: no pooling along the first axis in the first two pools
-        (nn.Conv3d, (1, 2, *ANISOTROPIC_PLAN[0]), AULUNet.kwargs_from_plans(*ANISOTROPIC_PLAN)),
-    ],
-)
-def test_forward_shape_and_gradients(conv_op, shape, kwargs):
-    net = AULUNet(shape[1], 3, conv_op=conv_op, **kwargs)
-    out = net(torch.randn(shape))
-    assert out.shape == (shape[0], 3, *shape[2:])
-    assert torch.isfinite(out).all()
-    out.square().mean().backward()
-    missing = [n for n, p in net.named_parameters() if p.grad is None or not torch.isfinite(p.grad).all()]
-    assert not missing, f"parameters without a finite gradient: {missing}"
-
-
-def test_kwargs_from_plans_uses_plan_strides():
-    kw = AULUNet.kwargs_from_plans(*ANISOTROPIC_PLAN)
-    assert kw == {"strides": [(1, 2, 2), (1, 2, 2), (2, 2, 2), (2, 2, 2), (2, 2, 2)]}
-    net = AULUNet(1, 2, conv_op=nn.Conv3d, **kw)
-    assert net.required_divisor() == (8, 32, 32)
-    with pytest.raises(ValueError, match=r"axis 0: 12 is not divisible by 8"):
-        net.check_input_size((12, 64, 96))
-
-
-def test_short_plans_are_padded_with_stride_one():
-    kw = AULUNet.kwargs_from_plans([16, 16], [[1, 1], [2, 2], [2, 2]])
-    assert kw["strides"] == [(2, 2), (2, 2), (1, 1), (1, 1), (1, 1)]
-    assert AULUNet(1, 2, **kw)(torch.randn(2, 1, 16, 16)).shape == (2, 2, 16, 16)
 
 
 @pytest.mark.parametrize(("conv_op", "spatial"), [(nn.Conv2d, (8, 6)), (nn.Conv3d, (4, 6, 5))])

@@ -23,9 +23,6 @@ from nnunet_lite.trainers.nnUNetTrainerMedLiteNet import (
     nnUNetTrainerMedLiteNet_paper,
 )
 
-# nnU-Net 3d_fullres-like anisotropic plan: no pooling through-plane at first; the bottleneck grid is 1x2x3
-ANISOTROPIC_PLAN = ([4, 64, 96], [[1, 1, 1], [1, 2, 2], [1, 2, 2], [2, 2, 2], [2, 2, 2], [1, 2, 2]])
-
 
 def num_params(module: nn.Module) -> int:
     return sum(p.numel() for p in module.parameters())
@@ -50,33 +47,6 @@ def test_ensemble_stays_under_10m():
     counts = [num_params(MedLiteNet(3, 1, **trainer.arch_kwargs)) for trainer in ENSEMBLE]
     assert counts == [3_214_335, 3_474_401, 3_291_519]
     assert sum(counts) < 10_000_000
-
-
-@pytest.mark.parametrize(
-    ("conv_op", "shape", "kwargs"),
-    [
-        (nn.Conv2d, (2, 3, 64, 96), {}),
-        (nn.Conv3d, (1, 1, 32, 32, 64), {}),
-        (nn.Conv3d, (1, 2, *ANISOTROPIC_PLAN[0]), MedLiteNet.kwargs_from_plans(*ANISOTROPIC_PLAN)),
-    ],
-)
-def test_forward_shape_and_gradients(conv_op, shape, kwargs):
-    net = MedLiteNet(shape[1], 3, conv_op=conv_op, **kwargs)
-    out = net(torch.randn(shape))
-    assert out.shape == (shape[0], 3, *shape[2:])
-    assert torch.isfinite(out).all()
-    out.square().mean().backward()
-    missing = [n for n, p in net.named_parameters() if p.grad is None or not torch.isfinite(p.grad).all()]
-    assert not missing, f"parameters without a finite gradient: {missing}"
-
-
-def test_kwargs_from_plans_uses_plan_strides_and_pads_short_plans():
-    kw = MedLiteNet.kwargs_from_plans(*ANISOTROPIC_PLAN)
-    assert kw["strides"] == [(1, 2, 2), (1, 2, 2), (2, 2, 2), (2, 2, 2), (1, 2, 2)]
-    assert MedLiteNet(1, 2, conv_op=nn.Conv3d, **kw).required_divisor() == (4, 32, 32)
-    kw = MedLiteNet.kwargs_from_plans([16, 16], [[1, 1], [2, 2], [2, 2]])
-    assert kw["strides"] == [(2, 2), (2, 2), (1, 1), (1, 1), (1, 1)]
-    assert MedLiteNet(1, 2, **kw)(torch.randn(2, 1, 16, 16)).shape == (2, 2, 16, 16)
 
 
 def test_stem_follows_input_channels_and_strides():
