@@ -7,7 +7,6 @@ writes anisotropic NIfTI volumes with a two-label ellipsoid "organ", optionally 
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import numpy as np
@@ -146,7 +145,3 @@ def make_organ_dataset_3d(
         converted_by="nnunet_lite",
     )
     return out
-
-
-def read_dataset_json(dataset_folder: Path) -> dict:
-    return json.loads((Path(dataset_folder) / "dataset.json").read_text())
