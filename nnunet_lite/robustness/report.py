@@ -22,7 +22,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from ..comparison.compare import paired_statistics, per_case_foreground, summary_rows
+from ..comparison.compare import label_names, paired_statistics, per_case_foreground, summary_rows
 from ..comparison.nnunet_io import ComparisonError, dataset_name, markdown_table
 from .make import CLEAN, load_manifest
 from .run import model_folder, result_folder
@@ -60,8 +60,6 @@ def collect(
     for trainer in trainers:
         model = model_folder(dataset, trainer, plans_name, configuration)
         dataset_json = json.loads((model / "dataset.json").read_text())
-        from ..comparison.compare import label_names
-
         names, ending = label_names(dataset_json), dataset_json["file_ending"]
         for fold in folds:
             for sub in manifest["sets"]:
