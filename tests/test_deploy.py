@@ -211,6 +211,7 @@ def test_sidecar_describes_regions_and_ct_normalisation():
 
 DATASET_ID = "921"
 TRAINER = "nnUNetTrainerMedLiteNet_test"  # conftest: 3 epochs x 40 iterations; learns visible lesions
+MAX_DIFFERING_PIXELS = 2  # per case, of 4,096-9,856
 
 
 @pytest.fixture(scope="module")
@@ -312,10 +313,19 @@ def test_predict_matches_nnunetv2_predict(trained, tmp_path):
         "nnunet_lite", "predict", "-i", str(images), "-o", str(ours), "-m", str(trained["export"]),
         "--preprocess-workers", "0", "--export-workers", "0", "--threads", "1",
     )  # fmt: skip
+    cases = ["lesion_ts_000.png", "lesion_ts_001.png", "lesion_ts_big.png"]
+    assert sorted(p.name for p in ours.glob("*.png")) == sorted(p.name for p in reference.glob("*.png")) == cases
     dice = dice_between_folders(reference, ours, ".png")
-    assert sorted(dice) == ["lesion_ts_000.png", "lesion_ts_001.png", "lesion_ts_big.png"]
-    for case, per_label in dice.items():
-        assert per_label.get(1, 0) >= 0.99, (case, per_label)  # label 1 present: non-trivial foreground
+    for case in cases:
+        ref, seg = np.asarray(Image.open(reference / case)), np.asarray(Image.open(ours / case))
+        assert seg.shape == ref.shape and (ref == 1).any(), case  # a real lesion segmentation, not an empty one
+        # onnxruntime and PyTorch differ by float rounding (<= 1e-4 relative): only a pixel whose two logits tie that
+        # closely may flip
+        differing = int((seg != ref).sum())
+        assert differing <= MAX_DIFFERING_PIXELS, f"{case}: {differing} of {ref.size} pixels differ"
+        assert dice[case][1] == pytest.approx(
+            2 * ((seg == 1) & (ref == 1)).sum() / ((seg == 1).sum() + (ref == 1).sum())
+        )
     big = np.asarray(Image.open(ours / "lesion_ts_big.png"))
     assert big.shape == (88, 112), "segmentation not in the image's own size"
 
