@@ -38,7 +38,8 @@ def test_parameter_counts_match_spec():
 
 
 def test_encoder_matches_torchvision_mobilenet_v2():
-    torchvision = pytest.importorskip("torchvision")
+    import torchvision
+
     reference = torchvision.models.mobilenet_v2().features[:18]
     assert [p.shape for p in MedLiteNet(3, 1).encoder.parameters()] == [p.shape for p in reference.parameters()]
 
