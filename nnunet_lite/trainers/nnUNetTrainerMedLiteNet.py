@@ -96,7 +96,7 @@ class nnUNetTrainerMedLiteNet_paper(nnUNetTrainerMedLiteNet):
     """The MedLiteNet paper's recipe where nnU-Net allows it.
 
     From the paper: AdamW, cosine schedule with warm-up, 300 epochs, 0.5 * BCE + 0.5 * Dice, gradient clipping, AMP.
-    Values the paper does not give (``architectures.md`` §3.3): lr 1e-3, weight decay 1e-4 (on all parameters),
+    Values the paper does not give (this project's choices): lr 1e-3, weight decay 1e-4 (on all parameters),
     linear warm-up over 10 epochs (at most a tenth of the run), cosine to 1e-6 at the last epoch, stepped per epoch as
     in nnU-Net, clipping at total norm 1.0. Deviations: with labels, softmax CE replaces BCE over a sigmoid (identical
     for two classes; with regions nnU-Net's BCE is used); batch size, patch size and augmentation are nnU-Net's (the
