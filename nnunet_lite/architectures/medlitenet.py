@@ -4,8 +4,8 @@ No official code exists. The paper fixes the structure: a MobileNetV2 inverted-r
 stages after the stem (~1.8 M parameters), a Local-Global block at the bottleneck (an MBConv branch and Transformer
 tokens, fused by concatenation and a 1x1 convolution), Boundary-Aware Attention (BAA) from spatial gradients at the end
 of the encoder and of the decoder, ASPP, SCSE in the decoder and U-Net skips. It gives no widths; they are this
-project's own calibrated choice (Table: "Params 3.2 M" in the paper), which lands on the reported 3.2 M parameters: 3,214,335 in 2D with
-3 inputs and 1 output, of which the encoder (torchvision's ``mobilenet_v2().features[0:18]``, width 1.0) has 1,811,712.
+project's own choice, calibrated to the paper's reported 3.2 M parameters: 3,214,335 in 2D with 3 inputs and 1 output,
+of which the encoder (torchvision's ``mobilenet_v2().features[0:18]``, width 1.0) has 1,811,712.
 
 Choices where the paper is silent are documented at each block. Beyond the paper, for nnU-Net:
 
