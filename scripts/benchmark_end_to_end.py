@@ -1,0 +1,269 @@
+"""End-to-end CPU throughput (images/s, folder in, segmentations out) next to forward latency, for nnU-Net's default
+network and the three lite networks, from one command.
+
+Builds a temporary nnU-Net environment: a folder of 256x256 RGB PNGs (synthetic lesions), planned by
+``nnUNetv2_plan_and_preprocess`` (patch 256x256, one window per image), a checkpoint per trainer written by the
+trainer itself (untrained: speed does not depend on the weights) and its ONNX export (``nnunet_lite export``). Then,
+per network:
+
+- forward: onnxruntime latency of the exported graph at 1x3x256x256 (median of interleaved rounds), and the
+  forward-only bound 1 / latency in images/s;
+- ``nnunet_lite predict`` with the ONNX engine and with the PyTorch engine, TTA off and on, in this process
+  (interleaved rounds; model loading is timed separately, as ``start-up``);
+- stock ``nnUNetv2_predict`` (its defaults: 3 preprocessing and 3 export processes; ``--disable_tta``) on the
+  first ``--stock-images`` images, wall time of the command including its start-up.
+
+    python scripts/benchmark_end_to_end.py                   # 2 threads, 100 images, prints the markdown table
+    python scripts/benchmark_end_to_end.py --update-readme   # also rewrites the table in README.md
+    python scripts/benchmark_end_to_end.py --images 40 --stock-images 10 --skip-torch   # quicker
+
+Like scripts/benchmark_latency.py it sets ``OMP_WAIT_POLICY=PASSIVE`` (unless ``--spin``): spinning idle threads
+are pathological on a shared machine. The caption records the load average before and after.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from benchmark_latency import README  # noqa: E402
+
+BEGIN_MARKER = "<!-- e2e-table:begin (scripts/benchmark_end_to_end.py --update-readme) -->"
+END_MARKER = "<!-- e2e-table:end -->"
+TRAINERS = {
+    "nnU-Net default": "nnUNetTrainer",
+    "AULUNet": "nnUNetTrainerAULUNet",
+    "MedLiteNet": "nnUNetTrainerMedLiteNet",
+    "LGMSNet": "nnUNetTrainerLGMSNet",
+}
+DATASET_ID = 961
+
+
+def log(message: str) -> None:
+    print(f"[e2e] {message}", file=sys.stderr, flush=True)
+
+
+def build_environment(root: Path, num_images: int, size: int, trainers: dict[str, str], export: bool = True) -> dict:
+    """nnU-Net folders under ``root`` with the dataset, plans, one checkpoint and (``export``) one ONNX export per
+    trainer."""
+    for key in ("raw", "preprocessed", "results"):
+        (root / key).mkdir(parents=True, exist_ok=True)
+        os.environ[f"nnUNet_{key}"] = str(root / key)
+    os.environ.setdefault("nnUNet_compile", "f")
+    from nnunet_lite.nnunet_env import make_trainers_discoverable
+    from nnunet_lite.synthetic import make_lesion_dataset_2d
+
+    make_trainers_discoverable()
+    bin_dir = Path(sys.executable).parent
+    raw = root / "raw" / f"Dataset{DATASET_ID}_SyntheticLesions"
+    planned = root / "preprocessed" / raw.name / "nnUNetPlans.json"
+    if planned.is_file() and len(list((raw / "imagesTs").glob("*.png"))) >= num_images:  # --workdir: reuse
+        log(f"reusing the dataset and plans in {root}")
+        return {"images": raw / "imagesTs", "models": _models(root, trainers, export, bin_dir)}
+    raw = make_lesion_dataset_2d(root / "raw", DATASET_ID, num_train=4, num_test=num_images, size=size, seed=1)
+    subprocess.run(
+        [str(bin_dir / "nnUNetv2_plan_and_preprocess"), "-d", str(DATASET_ID), "-c", "2d", "-np", "1", "-npfp", "1"],
+        check=True,
+        capture_output=True,
+    )
+    return {"images": raw / "imagesTs", "models": _models(root, trainers, export, bin_dir)}
+
+
+def _models(root: Path, trainers: dict[str, str], export: bool, bin_dir: Path) -> dict:
+    """One untrained checkpoint (and ONNX export) per trainer, made unless already in ``root``."""
+    import torch
+    from nnunetv2.run.run_training import get_trainer_from_args
+
+    models = {}
+    for name, trainer_name in trainers.items():
+        folder = root / "results" / f"Dataset{DATASET_ID}_SyntheticLesions" / f"{trainer_name}__nnUNetPlans__2d"
+        export_folder = root / "exports" / trainer_name
+        if (folder / "fold_0" / "checkpoint_final.pth").is_file() and (not export or export_folder.is_dir()):
+            models[name] = {"trainer": trainer_name, "folder": folder, "export": export_folder}
+            continue
+        trainer = get_trainer_from_args(str(DATASET_ID), "2d", 0, trainer_name, device=torch.device("cpu"))
+        trainer.initialize()
+        Path(trainer.output_folder).mkdir(parents=True, exist_ok=True)
+        trainer.save_checkpoint(str(Path(trainer.output_folder) / "checkpoint_final.pth"))
+        preprocessed = Path(trainer.preprocessed_dataset_folder_base)
+        shutil.copy(preprocessed / "nnUNetPlans.json", Path(trainer.output_folder_base) / "plans.json")
+        shutil.copy(preprocessed / "dataset.json", Path(trainer.output_folder_base) / "dataset.json")
+        if export:
+            subprocess.run(
+                [str(bin_dir / "nnunet_lite"), "export", "-d", str(DATASET_ID), "-c", "2d", "-tr", trainer_name]
+                + ["-f", "0", "-o", str(export_folder)],
+                check=True,
+                capture_output=True,
+            )
+        models[name] = {"trainer": trainer_name, "folder": Path(trainer.output_folder_base), "export": export_folder}
+        log(f"{name}: checkpoint and export ready")
+    return models
+
+
+def stock_predict(images: Path, output: Path, trainer: str) -> float:
+    """Wall seconds of ``nnUNetv2_predict`` with its defaults (TTA off) on ``images``."""
+    cmd = [str(Path(sys.executable).parent / "nnUNetv2_predict"), "-i", str(images), "-o", str(output)]
+    cmd += ["-d", str(DATASET_ID), "-c", "2d", "-tr", trainer, "-f", "0", "-device", "cpu", "--disable_tta"]
+    start = time.perf_counter()
+    subprocess.run(cmd + ["--disable_progress_bar"], check=True, capture_output=True)
+    return time.perf_counter() - start
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--threads", type=int, default=2, help="CPU threads (default 2)")
+    parser.add_argument("--images", type=int, default=100, help="images in the folder (default 100)")
+    parser.add_argument("--stock-images", type=int, default=20, help="images for nnUNetv2_predict (default 20)")
+    parser.add_argument("--size", type=int, default=256, help="image and patch size (default 256)")
+    parser.add_argument("--rounds", type=int, default=2, help="interleaved rounds of the in-process runs (2)")
+    parser.add_argument("--skip-torch", action="store_true", help="leave out the PyTorch engine")
+    parser.add_argument("--skip-stock", action="store_true", help="leave out nnUNetv2_predict")
+    parser.add_argument("--spin", action="store_true", help="let idle threads spin (dedicated machines)")
+    parser.add_argument("--workdir", default=None, help="keep the environment here (default: a temporary folder)")
+    parser.add_argument("--update-readme", nargs="?", const=str(README), default=None, metavar="README")
+    parser.add_argument("--output", default=None, help="also write the table (with its caption) to this file")
+    args = parser.parse_args(argv)
+    if not args.spin:
+        os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+    import statistics
+
+    import torch
+
+    from nnunet_lite.deploy.benchmark import environment_line, measure_latencies
+    from nnunet_lite.deploy.fast_predict import OnnxEngine, TorchEngine, predict_folder_fast
+    from nnunet_lite.deploy.onnx_runtime import create_session, run_session
+    from nnunet_lite.deploy.sidecar import load_export
+
+    torch.set_num_threads(args.threads)
+    load_before = os.getloadavg()[0]
+    workdir = Path(args.workdir or tempfile.mkdtemp(prefix="nnunet_lite_e2e_"))
+    try:
+        env = build_environment(workdir, args.images, args.size, TRAINERS)
+        images, stock_images = workdir / f"images_{args.images}", workdir / f"stock_images_{args.stock_images}"
+        for folder, count in ((images, args.images), (stock_images, args.stock_images)):
+            folder.mkdir(exist_ok=True)
+            for path in sorted(env["images"].glob("*.png"))[:count]:
+                shutil.copy(path, folder / path.name)
+
+        # forward latency of each exported graph at batch 1, interleaved
+        x = torch.randn(1, 3, args.size, args.size).numpy()
+        sessions = {
+            name: create_session(load_export(m["export"]).model_path, args.threads, allow_spinning=args.spin)
+            for name, m in env["models"].items()
+        }
+        forward = measure_latencies(
+            {name: (lambda s=s: run_session(s, x)) for name, s in sessions.items()}, args.threads, rounds=10
+        )
+        del sessions
+
+        engines, startup = {}, {}
+        for name, m in env["models"].items():
+            start = time.perf_counter()
+            engines[(name, "onnx")] = OnnxEngine.load(m["export"], threads=args.threads)
+            startup[(name, "onnx")] = time.perf_counter() - start
+            if not args.skip_torch:
+                start = time.perf_counter()
+                engines[(name, "torch")] = TorchEngine.load(m["folder"], (0,), threads=args.threads)
+                startup[(name, "torch")] = time.perf_counter() - start
+        warmup = workdir / "warmup_image"  # first calls (session allocations, the Gaussian) are not throughput
+        warmup.mkdir(exist_ok=True)
+        first = sorted(images.glob("*.png"))[0]
+        shutil.copy(first, warmup / first.name)
+        for engine in engines.values():
+            for tta in (False, True):
+                predict_folder_fast(engine, warmup, workdir / "out" / "warmup", use_mirroring=tta, progress=False,
+                                    overwrite=True)  # fmt: skip
+        throughput: dict[tuple, list[float]] = {}
+        stages: dict[tuple, dict] = {}
+        for r in range(args.rounds):
+            for (name, engine_name), engine in engines.items():
+                for tta in (False, True):
+                    out = workdir / "out" / f"{engine_name}_{name}_{tta}_{r}"
+                    report = predict_folder_fast(engine, images, out, use_mirroring=tta, progress=False)
+                    throughput.setdefault((name, engine_name, tta), []).append(report.images_per_second)
+                    stages[(name, engine_name, tta)] = report.stage_seconds
+                    shutil.rmtree(out)
+                    log(f"round {r + 1}: {name} {engine_name} TTA {'on' if tta else 'off'}: "
+                        f"{report.images_per_second:.1f} images/s")  # fmt: skip
+        stock = {}
+        if not args.skip_stock:
+            for name, m in env["models"].items():
+                seconds = stock_predict(stock_images, workdir / "out" / f"stock_{name}", m["trainer"])
+                stock[name] = args.stock_images / seconds
+                log(f"nnUNetv2_predict {name}: {stock[name]:.2f} images/s")
+    finally:
+        if not args.workdir:
+            shutil.rmtree(workdir, ignore_errors=True)
+
+    def ips(key: tuple) -> float:
+        return statistics.median(throughput[key])
+
+    lines = [
+        "| network | forward ms (onnxruntime) | forward bound img/s | `nnunet_lite predict` ONNX img/s, TTA off "
+        "(of bound) | ONNX, TTA on (of its bound) |"
+        + (" PyTorch engine img/s, TTA off |" if not args.skip_torch else "")
+        + (" stock `nnUNetv2_predict` img/s, TTA off | lite vs stock nnU-Net default |" if stock else ""),
+        "|---|---:|---:|---:|---:|" + ("---:|" if not args.skip_torch else "") + ("---:|---:|" if stock else ""),
+    ]
+    for name in env["models"]:
+        ms = forward[name].median_s * 1e3
+        bound = 1e3 / ms
+        off, on = ips((name, "onnx", False)), ips((name, "onnx", True))
+        row = f"| {name} | {ms:.1f} | {bound:.1f} | {off:.1f} ({off / bound:.0%}) | {on:.1f} ({on / (bound / 4):.0%}) |"
+        if not args.skip_torch:
+            row += f" {ips((name, 'torch', False)):.1f} |"
+        if stock:
+            ratio = "" if name == "nnU-Net default" else f"{off / stock['nnU-Net default']:.0f}x"
+            row += f" {stock[name]:.2f} | {ratio} |"
+        lines.append(row)
+    load_after = os.getloadavg()[0]
+    loading = ", ".join(f"{k[0]} {v:.1f} s" for k, v in startup.items() if k[1] == "onnx")
+    caption = (
+        f"End to end on a folder of {args.images} {args.size}x{args.size} RGB PNGs (one window per image), "
+        f"{args.threads} threads; forward = exported graph at 1x3x{args.size}x{args.size} in onnxruntime (median of 10 "
+        f"interleaved rounds), bound = 1 / forward; `nnunet_lite predict`: median of {args.rounds} interleaved runs "
+        f"after one warm-up image, model loading excluded (ONNX: {loading}); "
+        + (
+            f"stock `nnUNetv2_predict` (defaults -npp 3 -nps 3, --disable_tta) on {args.stock_images} images, "
+            f"wall time including its start-up; "
+            if stock
+            else ""
+        )
+        + f"TTA bound = bound / 4 (4 mirrored copies). Machine: {environment_line(args.threads)}, load average "
+        f"{load_before:.1f} before and {load_after:.1f} after."
+    )
+    table = "\n".join(lines)
+    print(caption + "\n\n" + table)
+    if stages:
+        print("\nStage seconds (summed over threads, they overlap), ONNX engine, TTA off:", file=sys.stderr)
+        for key, value in stages.items():
+            if key[1] == "onnx" and not key[2]:
+                print(f"  {key[0]}: " + ", ".join(f"{k} {v:.2f}" for k, v in value.items()), file=sys.stderr)
+    if args.update_readme:
+        replace_between_markers_e2e(Path(args.update_readme), caption + "\n\n" + table)
+    if args.output:
+        Path(args.output).write_text(caption + "\n\n" + table + "\n")
+    return 0
+
+
+def replace_between_markers_e2e(path: Path, text: str) -> None:
+    """Replaces the end-to-end table between its own markers (atomic, like the latency table)."""
+    content = path.read_text()
+    if content.count(BEGIN_MARKER) != 1 or content.count(END_MARKER) != 1:
+        raise SystemExit(f"{path}: needs exactly one '{BEGIN_MARKER}' line and one '{END_MARKER}' line after it")
+    head, rest = content.split(BEGIN_MARKER)
+    _, tail = rest.split(END_MARKER)
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(f"{head}{BEGIN_MARKER}\n{text}\n{END_MARKER}{tail}")
+    tmp.replace(path)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
