@@ -14,7 +14,7 @@ from PIL import Image
 
 from nnunet_lite.cli import main
 from nnunet_lite.dataset_conversion import DATASETS, DEFAULT_IDS, dataset_folder, get_converter
-from nnunet_lite.dataset_conversion._common import SPLITS_DIR, ConversionError, Report, load_split_file, validate_splits
+from nnunet_lite.dataset_conversion._engine import SPLITS_DIR, ConversionError, Report, load_split_file, validate_splits
 from nnunet_lite.dataset_conversion.busi import busi_case_id
 
 from .convert_fixtures import (

@@ -18,7 +18,7 @@ import torch
 
 from nnunet_lite.cli import main
 from nnunet_lite.dataset_conversion import DATASETS, DEFAULT_IDS, dataset_folder, get_converter
-from nnunet_lite.dataset_conversion._common import (
+from nnunet_lite.dataset_conversion._engine import (
     ConversionError,
     Geometry,
     check_nifti_complete,

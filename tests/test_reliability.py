@@ -144,7 +144,7 @@ def test_a_killed_conversion_is_cleaned_up_by_the_next_run(source, tmp_path, cap
 
 
 def test_temporary_folder_of_a_running_or_foreign_process_is_kept(tmp_path, capsys, monkeypatch):
-    from nnunet_lite.dataset_conversion._common import _owner
+    from nnunet_lite.dataset_conversion._engine.output import _owner
 
     raw = tmp_path / "nnUNet_raw"
     running = raw / f".Dataset504_KvasirSEG.{_owner()}.abcd1234.partial"  # this very process: running

@@ -45,7 +45,7 @@ def run(args: argparse.Namespace) -> int:
     if args.list or not getattr(args, "dataset", None):
         print(format_list())
         return 0 if args.list else 2
-    from nnunet_lite.dataset_conversion._common import ConversionError, Terminated
+    from nnunet_lite.dataset_conversion._engine import ConversionError, Terminated
 
     converter = get_converter(args.dataset)
     params = inspect.signature(converter).parameters

@@ -21,7 +21,7 @@ import re
 from pathlib import Path
 
 from . import DATASETS, DEFAULT_IDS
-from ._common import (
+from ._engine import (
     NNUNET_SPLIT,
     SPLITS_DIR,
     Case3D,

@@ -20,7 +20,7 @@ from collections import defaultdict
 from pathlib import Path
 
 from . import DEFAULT_IDS
-from ._common import (
+from ._engine import (
     NNUNET_SPLIT,
     SPLITS_DIR,
     Case2D,

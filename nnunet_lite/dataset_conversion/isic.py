@@ -16,7 +16,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from . import DEFAULT_IDS
-from ._common import (
+from ._engine import (
     NNUNET_SPLIT,
     Case2D,
     ConversionError,

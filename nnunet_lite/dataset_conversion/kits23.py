@@ -26,7 +26,7 @@ from pathlib import Path
 from typing import Any
 
 from . import DATASETS, DEFAULT_IDS
-from ._common import (
+from ._engine import (
     NNUNET_SPLIT,
     Case3D,
     ConversionError,

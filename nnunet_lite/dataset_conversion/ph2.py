@@ -13,7 +13,7 @@ import re
 from pathlib import Path
 
 from . import DEFAULT_IDS
-from ._common import (
+from ._engine import (
     IMAGE_SUFFIXES,
     NNUNET_SPLIT,
     Case2D,

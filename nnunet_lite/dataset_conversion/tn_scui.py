@@ -16,7 +16,7 @@ from collections import defaultdict
 from pathlib import Path
 
 from . import DEFAULT_IDS
-from ._common import (
+from ._engine import (
     IMAGE_SUFFIXES,
     NNUNET_SPLIT,
     Case2D,
