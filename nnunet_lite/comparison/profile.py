@@ -15,6 +15,7 @@ from pathlib import Path
 
 import torch
 
+from ..checkpoints import CheckpointError, load_checkpoint
 from ..profiling import count_flops, count_parameters, measure_latency, peak_forward_memory
 from .nnunet_io import (
     DEFAULT_PLANS,
@@ -91,6 +92,10 @@ def time_predictor(
             perform_everything_on_device=device.type == "cuda", device=device, verbose=False, allow_tqdm=False
         )
         if checkpoint is not None and checkpoint.is_file():
+            try:  # safely first: nnU-Net's loader unpickles with weights_only=False
+                load_checkpoint(checkpoint)
+            except CheckpointError as e:
+                raise ComparisonError(str(e)) from None
             predictor.initialize_from_trained_model_folder(str(model_folder), use_folds=(fold,))
             weights = str(checkpoint)
         else:
@@ -113,6 +118,28 @@ def time_predictor(
             predictor.predict_from_files_sequential(lists, targets)
             out[key] = (time.perf_counter() - start) / len(lists)
     out["mirror_axes"] = list(predictor.allowed_mirroring_axes or ())
+    out.update(time_fast_path(predictor, lists, device))
+    return out
+
+
+def time_fast_path(predictor, lists: list[list[str]], device: torch.device) -> dict:
+    """Images per second of ``nnunet_lite predict``'s pipeline (same weights and plans as ``predictor``), TTA off
+    and on, next to ``nnUNetPredictor``'s; the first run of each setting also warms up."""
+    from ..deploy.fast_predict import engine_from_predictor, predict_folder_fast
+
+    engine = engine_from_predictor(predictor, device=device.type)
+    out = {}
+    with tempfile.TemporaryDirectory() as tmp, quiet():
+        inputs = Path(tmp) / "input"
+        inputs.mkdir()
+        for files in lists:
+            for f in files:
+                (inputs / Path(f).name).symlink_to(Path(f).resolve())
+        for key, mirroring in (("fast_images_per_second_no_tta", False), ("fast_images_per_second_tta", True)):
+            predict_folder_fast(engine, inputs, Path(tmp) / "warmup", use_mirroring=mirroring, progress=False,
+                                overwrite=True)  # fmt: skip
+            report = predict_folder_fast(engine, inputs, Path(tmp) / key, use_mirroring=mirroring, progress=False)
+            out[key] = report.images_per_second
     return out
 
 
@@ -260,6 +287,7 @@ def format_profiles(profiles: list[dict]) -> str:
         header.append("peak forward MiB")
     if has_pred:
         header += ["predictor s/case, no TTA", "predictor s/case, TTA"]
+        header += ["images/s nnUNetPredictor, no TTA", "images/s nnunet_lite predict, no TTA / TTA"]
     rows = []
     for p in profiles:
         row = [
@@ -280,6 +308,14 @@ def format_profiles(profiles: list[dict]) -> str:
             pred = p.get("predictor")
             row += (
                 [f"{pred['seconds_per_case_no_tta']:.3f}", f"{pred['seconds_per_case_tta']:.3f}"] if pred else ["", ""]
+            )
+            row += (
+                [
+                    f"{1 / pred['seconds_per_case_no_tta']:.1f}",
+                    f"{pred['fast_images_per_second_no_tta']:.1f} / {pred['fast_images_per_second_tta']:.1f}",
+                ]
+                if pred and "fast_images_per_second_no_tta" in pred
+                else ["", ""]
             )
         rows.append(row)
     return markdown_table(header, rows)
