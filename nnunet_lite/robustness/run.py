@@ -39,13 +39,13 @@ def result_folder(model: Path, set_name: str, fold: str, sub: str) -> Path:
     return model / "robustness" / set_name / f"fold_{fold}" / sub
 
 
-def is_done(folder: Path, manifest_id: str) -> bool:
-    info = folder / "robustness.json"
-    return (
-        (folder / "summary.json").is_file()
-        and info.is_file()
-        and json.loads(info.read_text())["manifest"] == manifest_id
-    )
+def is_done(folder: Path, manifest_id: str, checkpoint: str, use_mirroring: bool) -> bool:
+    """A set counts as done only for the same pixels (manifest), checkpoint and mirroring."""
+    info_file = folder / "robustness.json"
+    if not ((folder / "summary.json").is_file() and info_file.is_file()):
+        return False
+    info = json.loads(info_file.read_text())
+    return (info["manifest"], info["checkpoint"], info["use_mirroring"]) == (manifest_id, checkpoint, use_mirroring)
 
 
 def evaluate_in_process(labels: Path, predictions: Path, dataset_json: dict, plans: dict, output_file: Path) -> dict:
@@ -137,7 +137,7 @@ def run_robustness(
             for sub in manifest["sets"]:
                 output = result_folder(model, set_name, fold, sub)
                 row = {"trainer": trainer, "fold": fold, "set": sub, "output": str(output)}
-                if is_done(output, manifest["id"]):
+                if is_done(output, manifest["id"], checkpoint, use_mirroring):
                     info = json.loads((output / "robustness.json").read_text())
                     rows.append({**row, "status": "done before", **info})
                     bar.update()
