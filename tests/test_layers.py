@@ -76,3 +76,16 @@ def test_relative_imports_are_resolved(tmp_path):
     bad.parent.mkdir()
     bad.write_text("from ..commands.env import HOOK_LINE\nfrom . import blocks\n")
     assert imports(bad, tmp_path) == [("nnunet_lite.commands.env", 1), ("nnunet_lite.architectures", 2)]
+
+
+def test_building_the_cli_parser_does_not_import_torch():
+    """Every subcommand registers its parser without heavy imports: ``nnunet_lite --help`` stays fast, and
+    ``predict`` can still set thread settings (OMP_WAIT_POLICY) before torch loads."""
+    import subprocess
+
+    code = (
+        "import sys, nnunet_lite.cli as c; c.build_parser(); "
+        "print(sorted(m for m in ('torch', 'nnunetv2') if m in sys.modules))"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.strip() == "[]"

@@ -44,8 +44,7 @@ def run(args: argparse.Namespace) -> int:
 
 
 def add_parser(subparsers: argparse._SubParsersAction) -> None:
-    from ..figure import SELECTIONS
-
+    # no import of ..figure here: it loads torch, which every nnunet_lite command would then pay for at start-up
     parser = subparsers.add_parser(
         "figure",
         help="qualitative figure: cases x (image + ground truth, each trainer's prediction with its Dice)",
@@ -62,8 +61,9 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
         "--cases",
         nargs="+",
         default=["best", "median", "worst"],
-        choices=SELECTIONS,
-        help="rows by the baseline's Dice, or diff: largest difference baseline vs second trainer",
+        metavar="{best,median,worst,diff}",
+        help="rows by the baseline's Dice (best, median, worst), or diff: largest difference baseline vs second "
+        "trainer; checked against the figure module's selections",
     )
     parser.add_argument("--ids", nargs="+", default=None, help="explicit case IDs instead of --cases")
     parser.add_argument("--baseline", default=None, help="trainer that selects the cases (default: first of -tr)")
