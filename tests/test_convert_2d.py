@@ -529,3 +529,20 @@ def test_real_isic_masks(tmp_path, raw_env):
     big = read_png(out / "labelsTr" / "ISIC_0014746.png")
     ref = np.asarray(Image.open(chosen[-1]).resize((256, 256), Image.Resampling.NEAREST)) // 255
     np.testing.assert_array_equal(big, ref)
+
+
+def test_a_new_2d_dataset_is_one_short_module(tmp_path, raw_env, capsys):
+    """README's "Adding a dataset": a spec plus a function that finds the cases; the engine does the rest."""
+    from .convert_example_module import SPEC
+
+    assert len((Path(__file__).parent / "convert_example_module.py").read_text().splitlines()) < 80
+    source = make_kvasir(tmp_path / "download")  # Kvasir-SEG/{images,masks}/<id>.jpg, JPEG masks
+    write_text(source / "Kvasir-SEG" / "images" / "notes.txt", "not a case\n")
+    out = SPEC(source, num_workers=1)
+    assert out == raw_env["nnUNet_raw"] / "Dataset530_MyData"
+    meta = check_dataset(out, 3)
+    assert meta["labels"] == {"background": 0, "lesion": 1}
+    assert meta["nnunet_lite"]["mask_rule"] == "value > 127" and meta["nnunet_lite"]["converter"] == "mydata"
+    assert "ignored: 1 files that are not PNG or JPEG (e.g. notes.txt)" in capsys.readouterr().out
+    with pytest.raises(TypeError, match="include_normal"):
+        SPEC(source, include_normal=True)

@@ -3,12 +3,11 @@
 from __future__ import annotations
 
 import argparse
-import inspect
 import sys
 import textwrap
 from pathlib import Path
 
-from nnunet_lite.dataset_conversion import DATASETS, dataset_folder, get_converter, get_module
+from nnunet_lite.dataset_conversion import DATASETS, ConvertOptions, DatasetSpec
 
 
 def format_list() -> str:
@@ -18,12 +17,11 @@ def format_list() -> str:
         "",
     ]
     for name, spec in DATASETS.items():
-        splits = getattr(get_module(name), "SPLITS", {})
-        lines.append(f"{name:<13} -> {dataset_folder(name)}  (default ID {spec.default_id}; {spec.role})")
+        lines.append(f"{name:<13} -> {spec.folder()}  (default ID {spec.default_id}; {spec.role})")
         lines.append(f"    {spec.title}")
         for key, text in (
             ("layout", spec.layout),
-            ("--split", ", ".join(splits) + " (first is the default)"),
+            ("--split", ", ".join(spec.splits) + " (first is the default)"),
             ("source", spec.source),
             ("licence", spec.license),
         ):
@@ -47,11 +45,9 @@ def run(args: argparse.Namespace) -> int:
         return 0 if args.list else 2
     from nnunet_lite.dataset_conversion._engine import ConversionError, Terminated
 
-    converter = get_converter(args.dataset)
-    params = inspect.signature(converter).parameters
-    kwargs = {k: v for k, v in vars(args).items() if k in params}
+    spec = DATASETS[args.dataset]
     try:
-        converter(**kwargs)
+        spec.run(args.source, options_from_args(spec, args))
     except ConversionError as e:
         print(f"error: {e}", file=sys.stderr)
         print("nothing was written", file=sys.stderr)
@@ -63,6 +59,21 @@ def run(args: argparse.Namespace) -> int:
         print("interrupted; nothing was written", file=sys.stderr)
         return 130
     return 0
+
+
+def options_from_args(spec: DatasetSpec, args: argparse.Namespace) -> ConvertOptions:
+    """The :class:`ConvertOptions` of a parsed ``nnunet_lite convert NAME ...`` command line."""
+    only_2d = {"resize": args.resize, "mask_threshold": args.mask_threshold} if spec.dimension == 2 else {}
+    return spec.options(
+        args.dataset_id,
+        split=args.split,
+        split_file=args.split_file,
+        overwrite=args.overwrite,
+        num_workers=args.num_workers,
+        output_root=args.output_root,
+        **only_2d,
+        **{name: getattr(args, name) for name in spec.extra_options},
+    )
 
 
 def _positive_int(text: str) -> int:
@@ -89,9 +100,8 @@ def _mask_threshold(text: str) -> int:
     return value
 
 
-def _add_common(parser: argparse.ArgumentParser, name: str, splits: dict[str, str]) -> None:
-    spec = DATASETS[name]
-    params = inspect.signature(get_converter(name)).parameters  # 3D converters take no --resize/--mask-threshold
+def _add_common(parser: argparse.ArgumentParser, spec: DatasetSpec) -> None:
+    splits = spec.splits
     parser.add_argument(
         "source",
         metavar="SOURCE",
@@ -105,9 +115,9 @@ def _add_common(parser: argparse.ArgumentParser, name: str, splits: dict[str, st
         type=int,
         default=spec.default_id,
         metavar="ID",
-        help=f"nnU-Net dataset ID (default {spec.default_id}: {dataset_folder(name)})",
+        help=f"nnU-Net dataset ID (default {spec.default_id}: {spec.folder()})",
     )
-    if "resize" in params:
+    if spec.dimension == 2:  # 3D volumes are copied unchanged
         parser.add_argument(
             "--resize",
             type=int,
@@ -128,13 +138,13 @@ def _add_common(parser: argparse.ArgumentParser, name: str, splits: dict[str, st
         help="published split lists: a folder of <x>train<k>.txt + <x>val<k>.txt (or train.txt + val.txt), one of "
         "those files, or an nnU-Net splits_final.json; written as splits_final.json",
     )
-    if "mask_threshold" in params:
+    if spec.dimension == 2:
         parser.add_argument(
             "--mask-threshold",
             dest="mask_threshold",
             type=_mask_threshold,
             metavar="T",
-            default=argparse.SUPPRESS,
+            default=spec.mask_threshold,
             help="treat mask values > T as foreground instead of requiring binary masks "
             "(default: 127 for kvasir and cvc-clinicdb, binary masks required otherwise)",
         )
@@ -170,8 +180,6 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--list", action="store_true", help="show the datasets, their expected layout and default IDs")
     datasets = parser.add_subparsers(dest="dataset", metavar="NAME")
     for name, spec in DATASETS.items():
-        module = get_module(name)
-        splits = module.SPLITS
         sub = datasets.add_parser(
             name,
             help=f"{spec.title} (default ID {spec.default_id})",
@@ -187,8 +195,8 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
             ),
             formatter_class=argparse.RawDescriptionHelpFormatter,
         )
-        _add_common(sub, name, splits)
-        if hasattr(module, "add_arguments"):  # options beyond the common ones (e.g. busi --include-normal)
-            module.add_arguments(sub)
+        _add_common(sub, spec)
+        if spec.add_arguments is not None:  # options beyond the common ones (e.g. busi --include-normal)
+            spec.add_arguments(sub)
         sub.set_defaults(func=run, list=False)
     parser.set_defaults(func=run)

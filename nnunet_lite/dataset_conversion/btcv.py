@@ -20,24 +20,23 @@ import os
 import re
 from pathlib import Path
 
-from . import DATASETS, DEFAULT_IDS
 from ._engine import (
     NNUNET_SPLIT,
     SPLITS_DIR,
     Case3D,
     ConversionError,
+    ConvertOptions,
+    DatasetSpec,
     Options3D,
     Report,
-    check_split_args,
     child_dir,
-    convert_3d_dataset,
+    convert_3d,
     find_one_dir,
     id_ranges,
     list_files,
     load_split_file,
     nifti_stem,
     read_id_list,
-    require_source,
 )
 
 SPLITS = {
@@ -153,39 +152,8 @@ def _load_user_split(split_file: str | os.PathLike, case_ids: list[str]) -> list
     return load_split_file(path, btcv_case_id, case_ids)
 
 
-def convert_btcv(
-    source: str | os.PathLike,
-    dataset_id: int = DEFAULT_IDS["btcv"],
-    *,
-    split: str = NNUNET_SPLIT,
-    split_file: str | os.PathLike | None = None,
-    overwrite: bool = False,
-    num_workers: int | None = None,
-    output_root: str | os.PathLike | None = None,
-    verbose: bool = True,
-) -> Path:
-    """Convert BTCV (Synapse ``RawData``) as downloaded to ``Dataset<ID>_BTCV``.
-
-    Args:
-        source: ``RawData`` (holding ``Training/{img,label}`` and optionally ``Test/img``) or a folder above it.
-        dataset_id: nnU-Net dataset ID.
-        split: "nnunet", "transunet" or "monai" (see the module docstring); the last two need all 30 labelled cases.
-        split_file: with split "nnunet" only: an nnU-Net ``splits_final.json``, train/val ID lists (``img0001``,
-            ``case0001`` or ``0001``), or a MONAI datalist JSON with "training" and "validation" entries.
-        overwrite: replace an existing dataset folder.
-        num_workers: worker processes (default ``$nnUNet_def_n_proc`` or min(8, CPUs)).
-        output_root: where to write (default ``$nnUNet_raw``).
-        verbose: print the summary.
-
-    Returns:
-        the dataset folder.
-
-    Raises:
-        ConversionError: bad or incomplete input (missing label, grids that differ, label values outside 0..13,
-            truncated files), or an existing target without ``overwrite``.
-    """
-    source = require_source(source)
-    check_split_args(split, split_file, SPLITS)
+def _convert(spec: DatasetSpec, source: Path, options: ConvertOptions) -> Path:
+    split, split_file = options.split, options.split_file
     report = Report()
     training_dir = find_one_dir(
         source,
@@ -224,7 +192,6 @@ def convert_btcv(
         report.notes.append("no RawData/Test/img found: no challenge test images written")
 
     splits = None
-    settings: dict = {"split": "split file" if split_file is not None else split, "synapse_8_organs": SYNAPSE_8_ORGANS}
     test_subset = "Ts"
     if split in ("transunet", "monai"):
         shipped = _shipped_split(split)
@@ -259,26 +226,39 @@ def convert_btcv(
         Case3D(f"btcv_{n:04d}", path, None, subset=test_subset, part="challenge_test")
         for n, path in sorted(test_images.items())
     ]
-    spec = DATASETS["btcv"]
-    return convert_3d_dataset(
-        name="btcv",
-        folder_name=spec.folder_name,
-        dataset_id=dataset_id,
-        cases=all_cases,
+    return convert_3d(
+        spec,
+        options,
+        all_cases,
+        report,
         labels=LABELS,
         label_names=LABEL_NAMES,
-        options=Options3D(
+        checks=Options3D(
             label_values=tuple(range(14)),
             label_hint="0 background and the 13 BTCV organs: " + ", ".join(f"{v} {k}" for k, v in LABELS.items() if v),
         ),
-        reference=REFERENCE,
-        license=spec.license,
-        description=spec.title,
-        report=report,
         splits=splits,
-        overwrite=overwrite,
-        num_workers=num_workers,
-        output_root=output_root,
-        settings=settings,
-        verbose=verbose,
+        settings={"synapse_8_organs": SYNAPSE_8_ORGANS},
     )
+
+
+SPEC = DatasetSpec(
+    name="btcv",
+    folder_name="BTCV",
+    default_id=520,
+    title="BTCV / Synapse multi-organ abdominal CT, 13 organs (Landman et al., MICCAI 2015 Beyond the "
+    "Cranial Vault challenge), 3D",
+    layout="RawData/Training/img/img0001.nii.gz + RawData/Training/label/label0001.nii.gz; optional "
+    "RawData/Test/img/img0061.nii.gz",
+    source="https://www.synapse.org/#!Synapse:syn3193805 (Synapse registration; Abdomen/RawData)",
+    license="challenge terms on Synapse (registration required; no redistribution)",
+    role="train",
+    reference=REFERENCE,
+    splits=SPLITS,
+    convert=_convert,
+    case_id=btcv_case_id,
+    dimension=3,
+)
+
+
+convert_btcv = SPEC  # convert_btcv(source, dataset_id, **options): see DatasetSpec.__call__

@@ -14,21 +14,20 @@ import re
 from collections import defaultdict
 from pathlib import Path
 
-from . import DEFAULT_IDS
 from ._engine import (
     IMAGE_SUFFIXES,
     NNUNET_SPLIT,
     Case2D,
     ConversionError,
+    ConvertOptions,
+    DatasetSpec,
     Report,
-    check_split_args,
     child_dir,
-    convert_registered_2d,
+    convert_2d,
     find_one_dir,
     has_images,
     index_cases,
     pair_files,
-    require_source,
     sanitize_id,
 )
 
@@ -78,41 +77,7 @@ def _mask_id(path: Path) -> tuple[str | None, str]:
     return _image_id(path.with_name(_MASK_SUFFIX.sub("", path.stem) + path.suffix))
 
 
-def convert_bus_b(
-    source: str | os.PathLike,
-    dataset_id: int = DEFAULT_IDS["bus-b"],
-    *,
-    split: str = NNUNET_SPLIT,
-    split_file: str | os.PathLike | None = None,
-    resize: int | None = None,
-    mask_threshold: int | None = None,
-    overwrite: bool = False,
-    num_workers: int | None = None,
-    output_root: str | os.PathLike | None = None,
-    verbose: bool = True,
-) -> Path:
-    """Convert BUS Dataset B as distributed to ``Dataset<ID>_BUSB``.
-
-    Args:
-        source: ``BUS_Dataset_B`` (holding ``original/`` and ``GT/``) or a folder containing it.
-        dataset_id: nnU-Net dataset ID.
-        split: only "nnunet".
-        split_file: optional split lists or an nnU-Net ``splits_final.json``.
-        resize: resize to ``resize`` x ``resize`` (images bilinear, masks nearest); None keeps native resolution.
-        mask_threshold: None requires binary masks; an int thresholds instead.
-        overwrite: replace an existing dataset folder.
-        num_workers: worker processes (default ``$nnUNet_def_n_proc`` or min(8, CPUs)).
-        output_root: where to write (default ``$nnUNet_raw``).
-        verbose: print the summary.
-
-    Returns:
-        the dataset folder.
-
-    Raises:
-        ConversionError: bad or incomplete input, or an existing target without ``overwrite``.
-    """
-    source = require_source(source)
-    check_split_args(split, split_file, SPLITS)
+def _convert(spec: DatasetSpec, source: Path, options: ConvertOptions) -> Path:
     report = Report()
     root = find_one_dir(
         source, _is_root, "BUS Dataset B folder", "BUS_Dataset_B/original/<n>.png + BUS_Dataset_B/GT/<n>.png"
@@ -123,20 +88,24 @@ def convert_bus_b(
     pairs = pair_files(images, masks, image_dir, gt_dir, lambda p: p.name)
     cases = [Case2D(cid, image, ms) for cid, image, ms in pairs]
 
-    return convert_registered_2d(
-        "bus-b",
-        cases,
-        report,
-        label_name="lesion",
-        reference=REFERENCE,
-        case_id=busb_case_id,
-        dataset_id=dataset_id,
-        split=split,
-        split_file=split_file,
-        resize=resize,
-        mask_threshold=mask_threshold,
-        overwrite=overwrite,
-        num_workers=num_workers,
-        output_root=output_root,
-        verbose=verbose,
-    )
+    return convert_2d(spec, options, cases, report)
+
+
+SPEC = DatasetSpec(
+    name="bus-b",
+    folder_name="BUSB",
+    default_id=513,
+    title="BUS Dataset B, UDIAT (Yap et al., JBHI 2018), zero-shot target for BUSI",
+    layout="BUS_Dataset_B/original/<n>.png + BUS_Dataset_B/GT/<n>.png (+ DatasetB.xlsx)",
+    source="on request from the authors (Yap et al., Manchester Metropolitan University)",
+    license="research only, on request; no redistribution",
+    role="zero-shot",
+    reference=REFERENCE,
+    splits=SPLITS,
+    convert=_convert,
+    case_id=busb_case_id,
+    label_name="lesion",
+)
+
+
+convert_bus_b = SPEC  # convert_bus_b(source, dataset_id, **options): see DatasetSpec.__call__

@@ -19,21 +19,20 @@ import re
 from collections import defaultdict
 from pathlib import Path
 
-from . import DEFAULT_IDS
 from ._engine import (
     NNUNET_SPLIT,
     SPLITS_DIR,
     Case2D,
     ConversionError,
+    ConvertOptions,
+    DatasetSpec,
     Report,
-    check_split_args,
     child_dir,
-    convert_registered_2d,
+    convert_2d,
     find_dirs,
     list_files,
     load_split_file,
     pair_files,
-    require_source,
 )
 
 SPLITS = {
@@ -141,43 +140,8 @@ def _cases_cmunext(root: Path, include_normal: bool, report: Report) -> list[Cas
     return [Case2D(cid, image, ms, group=cid.split("_")[0]) for cid, image, ms in pairs]
 
 
-def convert_busi(
-    source: str | os.PathLike,
-    dataset_id: int = DEFAULT_IDS["busi"],
-    *,
-    include_normal: bool = False,
-    split: str = NNUNET_SPLIT,
-    split_file: str | os.PathLike | None = None,
-    resize: int | None = None,
-    mask_threshold: int | None = None,
-    overwrite: bool = False,
-    num_workers: int | None = None,
-    output_root: str | os.PathLike | None = None,
-    verbose: bool = True,
-) -> Path:
-    """Convert BUSI as downloaded to ``Dataset<ID>_BUSI``.
-
-    Args:
-        source: ``Dataset_BUSI_with_GT`` (or a folder containing it), or a CMUNeXt-layout ``data/busi`` folder.
-        dataset_id: nnU-Net dataset ID.
-        include_normal: also convert the 133 ``normal`` cases (all-background masks).
-        split: "nnunet" (default) or "cmunext" (the 3 published 452/195 folds), see ``SPLITS``.
-        split_file: other split lists (``"benign (N)"`` IDs or case IDs), or an nnU-Net ``splits_final.json``.
-        resize: resize to ``resize`` x ``resize`` (images bilinear, masks nearest); None keeps native resolution.
-        mask_threshold: None requires binary masks (BUSI's are 0/255); an int thresholds instead.
-        overwrite: replace an existing dataset folder.
-        num_workers: worker processes (default ``$nnUNet_def_n_proc`` or min(8, CPUs)).
-        output_root: where to write (default ``$nnUNet_raw``).
-        verbose: print the summary (which lists duplicate images found by pixel hash).
-
-    Returns:
-        the dataset folder.
-
-    Raises:
-        ConversionError: bad or incomplete input, or an existing target without ``overwrite``.
-    """
-    source = require_source(source)
-    check_split_args(split, split_file, SPLITS)
+def _convert(spec: DatasetSpec, source: Path, options: ConvertOptions) -> Path:
+    include_normal = options.extra["include_normal"]
     report = Report()
     roots = find_dirs(source, lambda d: _is_original_root(d) or _is_cmunext_root(d))
     if not roots:
@@ -200,28 +164,10 @@ def convert_busi(
         cases = _cases_cmunext(root, include_normal, report)
 
     splits = None
-    if split == "cmunext":
+    if options.split == "cmunext":
         splits = load_split_file(SPLITS_DIR / "busi_cmunext", busi_case_id, [c.case_id for c in cases])
 
-    return convert_registered_2d(
-        "busi",
-        cases,
-        report,
-        label_name="lesion",
-        reference=REFERENCE,
-        case_id=busi_case_id,
-        dataset_id=dataset_id,
-        split=split,
-        split_file=split_file,
-        resize=resize,
-        mask_threshold=mask_threshold,
-        overwrite=overwrite,
-        num_workers=num_workers,
-        output_root=output_root,
-        verbose=verbose,
-        splits=splits,
-        settings={"include_normal": include_normal},
-    )
+    return convert_2d(spec, options, cases, report, splits=splits, settings={"include_normal": include_normal})
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -231,3 +177,27 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         action="store_true",
         help="also convert the 133 'normal' cases (empty masks); the papers exclude them (647 cases)",
     )
+
+
+SPEC = DatasetSpec(
+    name="busi",
+    folder_name="BUSI",
+    default_id=503,
+    title="BUSI breast ultrasound (Al-Dhabyani et al., Data in Brief 2020)",
+    layout='Dataset_BUSI_with_GT/{benign,malignant,normal}/"<class> (N).png" + "<class> (N)_mask.png" '
+    "[+ _mask_1.png, _mask_2.png]; also accepted: the CMUNeXt layout images/ + masks/0/",
+    source="https://scholar.cu.edu.eg/?q=afahmy/pages/dataset (Kaggle mirror: "
+    "aryashah2k/breast-ultrasound-images-dataset)",
+    license="article CC BY 4.0; no data licence on the original host (Kaggle mirror says CC0); cite the paper",
+    role="train",
+    reference=REFERENCE,
+    splits=SPLITS,
+    convert=_convert,
+    case_id=busi_case_id,
+    label_name="lesion",
+    extra_options={"include_normal": False},
+    add_arguments=add_arguments,
+)
+
+
+convert_busi = SPEC  # convert_busi(source, dataset_id, **options): see DatasetSpec.__call__

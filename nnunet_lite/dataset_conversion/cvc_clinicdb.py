@@ -17,20 +17,19 @@ import re
 from collections import defaultdict
 from pathlib import Path
 
-from . import DEFAULT_IDS
 from ._engine import (
     IMAGE_SUFFIXES,
     NNUNET_SPLIT,
     Case2D,
     ConversionError,
+    ConvertOptions,
+    DatasetSpec,
     Report,
-    check_split_args,
     child_dir,
-    convert_registered_2d,
+    convert_2d,
     find_dirs,
     index_cases,
     pair_files,
-    require_source,
 )
 
 SPLITS = {
@@ -84,41 +83,7 @@ def _frame_id(path: Path) -> tuple[str | None, str]:
     return f"cvc_{int(path.stem):04d}", ""
 
 
-def convert_cvc_clinicdb(
-    source: str | os.PathLike,
-    dataset_id: int = DEFAULT_IDS["cvc-clinicdb"],
-    *,
-    split: str = NNUNET_SPLIT,
-    split_file: str | os.PathLike | None = None,
-    resize: int | None = None,
-    mask_threshold: int | None = MASK_THRESHOLD,
-    overwrite: bool = False,
-    num_workers: int | None = None,
-    output_root: str | os.PathLike | None = None,
-    verbose: bool = True,
-) -> Path:
-    """Convert CVC-ClinicDB as downloaded to ``Dataset<ID>_CVCClinicDB``.
-
-    Args:
-        source: ``CVC-ClinicDB`` (holding ``Original/`` and ``Ground Truth/``) or a folder containing it.
-        dataset_id: nnU-Net dataset ID.
-        split: "nnunet" (default) or "sequence" (5 video-level folds), see ``SPLITS``.
-        split_file: split lists of frame numbers, or an nnU-Net ``splits_final.json``.
-        resize: resize to ``resize`` x ``resize`` (images bilinear, masks nearest); None keeps native resolution.
-        mask_threshold: mask values above it are polyp (default 127, for the anti-aliased edges).
-        overwrite: replace an existing dataset folder.
-        num_workers: worker processes (default ``$nnUNet_def_n_proc`` or min(8, CPUs)).
-        output_root: where to write (default ``$nnUNet_raw``).
-        verbose: print the summary.
-
-    Returns:
-        the dataset folder.
-
-    Raises:
-        ConversionError: bad or incomplete input, or an existing target without ``overwrite``.
-    """
-    source = require_source(source)
-    check_split_args(split, split_file, SPLITS)
+def _convert(spec: DatasetSpec, source: Path, options: ConvertOptions) -> Path:
     report = Report()
     roots = find_dirs(source, _is_root)
     if len(roots) > 1:
@@ -152,7 +117,7 @@ def convert_cvc_clinicdb(
     ]
 
     splits = None
-    if split == "sequence":
+    if options.split == "sequence":
         outside = [cid for cid, seq in sequences.items() if seq is None]
         if outside:
             raise ConversionError(
@@ -166,21 +131,25 @@ def convert_cvc_clinicdb(
             for k in range(NUM_SEQUENCE_FOLDS)
         ]
 
-    return convert_registered_2d(
-        "cvc-clinicdb",
-        cases,
-        report,
-        label_name="polyp",
-        reference=REFERENCE,
-        case_id=cvc_case_id,
-        dataset_id=dataset_id,
-        split=split,
-        split_file=split_file,
-        resize=resize,
-        mask_threshold=mask_threshold,
-        overwrite=overwrite,
-        num_workers=num_workers,
-        output_root=output_root,
-        verbose=verbose,
-        splits=splits,
-    )
+    return convert_2d(spec, options, cases, report, splits=splits)
+
+
+SPEC = DatasetSpec(
+    name="cvc-clinicdb",
+    folder_name="CVCClinicDB",
+    default_id=512,
+    title="CVC-ClinicDB polyps (Bernal et al., CMIG 2015), zero-shot target for Kvasir-SEG",
+    layout='CVC-ClinicDB/Original/<n>.tif + "CVC-ClinicDB/Ground Truth"/<n>.tif (PNG/ copies accepted)',
+    source="https://polyp.grand-challenge.org/CVCClinicDB/",
+    license="research and education only, commercial use forbidden (README.txt)",
+    role="zero-shot",
+    reference=REFERENCE,
+    splits=SPLITS,
+    convert=_convert,
+    case_id=cvc_case_id,
+    label_name="polyp",
+    mask_threshold=MASK_THRESHOLD,
+)
+
+
+convert_cvc_clinicdb = SPEC  # convert_cvc_clinicdb(source, dataset_id, **options): see DatasetSpec.__call__

@@ -10,24 +10,22 @@ writes it as fold 0 of ``splits_final.json``; ``"trainval"`` and ``"all"`` pool 
 
 from __future__ import annotations
 
-import os
 import re
 from collections.abc import Callable
 from pathlib import Path
 
-from . import DEFAULT_IDS
 from ._engine import (
     NNUNET_SPLIT,
     Case2D,
     ConversionError,
+    ConvertOptions,
+    DatasetSpec,
     Report,
-    check_split_args,
-    convert_registered_2d,
+    convert_2d,
     describe_found,
     find_folders,
     index_cases,
     pair_files,
-    require_source,
 )
 
 SPLITS = {
@@ -88,22 +86,8 @@ def _case_id_by(pattern: re.Pattern) -> Callable[[Path], tuple[str | None, str]]
     return case_id
 
 
-def _convert_isic(
-    name: str,
-    source: str | os.PathLike,
-    dataset_id: int,
-    *,
-    split: str,
-    split_file: str | os.PathLike | None,
-    resize: int | None,
-    mask_threshold: int | None,
-    overwrite: bool,
-    num_workers: int | None,
-    output_root: str | os.PathLike | None,
-    verbose: bool,
-) -> Path:
-    source = require_source(source)
-    check_split_args(split, split_file, SPLITS, with_file=(NNUNET_SPLIT, "trainval", "all"))
+def _convert(spec: DatasetSpec, source: Path, options: ConvertOptions) -> Path:
+    name, split = spec.name, options.split
     sets = _SETS[name]
     wanted: dict[str, tuple[str, ...]] = {}
     labels: dict[str, str] = {}
@@ -155,122 +139,46 @@ def _convert_isic(
             )
         splits = [{"train": [c.case_id for c in cases if c.part == "training"], "val": validation}]
 
-    return convert_registered_2d(
-        name,
-        cases,
-        report,
-        label_name="lesion",
-        reference=_REFERENCES[name],
-        case_id=isic_case_id,
-        dataset_id=dataset_id,
-        split=split,
-        split_file=split_file,
-        resize=resize,
-        mask_threshold=mask_threshold,
-        overwrite=overwrite,
-        num_workers=num_workers,
-        output_root=output_root,
-        verbose=verbose,
-        splits=splits,
-    )
+    return convert_2d(spec, options, cases, report, splits=splits)
 
 
-def convert_isic2018(
-    source: str | os.PathLike,
-    dataset_id: int = DEFAULT_IDS["isic2018"],
-    *,
-    split: str = NNUNET_SPLIT,
-    split_file: str | os.PathLike | None = None,
-    resize: int | None = None,
-    mask_threshold: int | None = None,
-    overwrite: bool = False,
-    num_workers: int | None = None,
-    output_root: str | os.PathLike | None = None,
-    verbose: bool = True,
-) -> Path:
-    """Convert ISIC 2018 Task 1 as downloaded to ``Dataset<ID>_ISIC2018``.
+SPEC_2017 = DatasetSpec(
+    name="isic2017",
+    folder_name="ISIC2017",
+    default_id=501,
+    title="ISIC 2017 Part 1 lesion segmentation (Codella et al., ISBI 2018), dermoscopy RGB",
+    layout="ISIC-2017_Training_Data/ISIC_*.jpg + ISIC-2017_Training_Part1_GroundTruth/*_segmentation.png; "
+    "optional ISIC-2017_Validation_Data/_Part1_GroundTruth, ISIC-2017_Test_v2_Data/_Part1_GroundTruth",
+    source="https://challenge.isic-archive.com/data/#2017",
+    license="CC-0 (ISIC 2017 challenge data); read LICENSE.txt in the download",
+    role="train",
+    reference=_REFERENCES["isic2017"],
+    splits=SPLITS,
+    convert=_convert,
+    case_id=isic_case_id,
+    label_name="lesion",
+    split_file_with=(NNUNET_SPLIT, "trainval", "all"),
+)
 
-    Args:
-        source: folder holding ``ISIC2018_Task1-2_Training_Input`` and ``ISIC2018_Task1_Training_GroundTruth``
-            (optionally the Validation/Test pairs), directly or a few levels down.
-        dataset_id: nnU-Net dataset ID.
-        split: "nnunet" (default), "official", "trainval" or "all": where the official validation and test sets go,
-            see ``SPLITS``.
-        split_file: published split lists over the cases in imagesTr (e.g. LGMSNet's
-            ``isic18_{train,val}{1,2,3}.txt`` folder), or an nnU-Net ``splits_final.json``.
-        resize: resize to ``resize`` x ``resize`` (images bilinear, masks nearest); None keeps native resolution.
-        mask_threshold: None requires binary masks (the official ones are 0/255); an int thresholds instead.
-        overwrite: replace an existing dataset folder.
-        num_workers: worker processes (default ``$nnUNet_def_n_proc`` or min(8, CPUs)).
-        output_root: where to write (default ``$nnUNet_raw``).
-        verbose: print the summary.
-
-    Returns:
-        the dataset folder.
-
-    Raises:
-        ConversionError: bad or incomplete input, or an existing target without ``overwrite``.
-    """
-    return _convert_isic(
-        "isic2018",
-        source,
-        dataset_id,
-        split=split,
-        split_file=split_file,
-        resize=resize,
-        mask_threshold=mask_threshold,
-        overwrite=overwrite,
-        num_workers=num_workers,
-        output_root=output_root,
-        verbose=verbose,
-    )
+SPEC_2018 = DatasetSpec(
+    name="isic2018",
+    folder_name="ISIC2018",
+    default_id=502,
+    title="ISIC 2018 Task 1 lesion boundary segmentation (Codella et al., 2019), dermoscopy RGB",
+    layout="ISIC2018_Task1-2_Training_Input/ISIC_*.jpg + ISIC2018_Task1_Training_GroundTruth/"
+    "*_segmentation.png; optional ISIC2018_Task1-2_{Validation,Test}_Input + "
+    "ISIC2018_Task1_{Validation,Test}_GroundTruth",
+    source="https://challenge.isic-archive.com/data/#2018",
+    license="see LICENSE.txt in the ISIC 2018 zips (CC BY-NC 4.0 is usually cited)",
+    role="train",
+    reference=_REFERENCES["isic2018"],
+    splits=SPLITS,
+    convert=_convert,
+    case_id=isic_case_id,
+    label_name="lesion",
+    split_file_with=(NNUNET_SPLIT, "trainval", "all"),
+)
 
 
-def convert_isic2017(
-    source: str | os.PathLike,
-    dataset_id: int = DEFAULT_IDS["isic2017"],
-    *,
-    split: str = NNUNET_SPLIT,
-    split_file: str | os.PathLike | None = None,
-    resize: int | None = None,
-    mask_threshold: int | None = None,
-    overwrite: bool = False,
-    num_workers: int | None = None,
-    output_root: str | os.PathLike | None = None,
-    verbose: bool = True,
-) -> Path:
-    """Convert ISIC 2017 Part 1 as downloaded to ``Dataset<ID>_ISIC2017``.
-
-    Args:
-        source: folder holding ``ISIC-2017_Training_Data`` and ``ISIC-2017_Training_Part1_GroundTruth`` (optionally
-            the Validation and Test_v2 pairs), directly or a few levels down.
-        dataset_id: nnU-Net dataset ID.
-        split: "nnunet" (default), "official", "trainval" or "all": where the official validation and test sets go,
-            see ``SPLITS``.
-        split_file: published split lists over the cases in imagesTr, or an nnU-Net ``splits_final.json``.
-        resize: resize to ``resize`` x ``resize`` (images bilinear, masks nearest); None keeps native resolution.
-        mask_threshold: None requires binary masks (the official ones are 0/255); an int thresholds instead.
-        overwrite: replace an existing dataset folder.
-        num_workers: worker processes (default ``$nnUNet_def_n_proc`` or min(8, CPUs)).
-        output_root: where to write (default ``$nnUNet_raw``).
-        verbose: print the summary.
-
-    Returns:
-        the dataset folder.
-
-    Raises:
-        ConversionError: bad or incomplete input, or an existing target without ``overwrite``.
-    """
-    return _convert_isic(
-        "isic2017",
-        source,
-        dataset_id,
-        split=split,
-        split_file=split_file,
-        resize=resize,
-        mask_threshold=mask_threshold,
-        overwrite=overwrite,
-        num_workers=num_workers,
-        output_root=output_root,
-        verbose=verbose,
-    )
+convert_isic2017 = SPEC_2017  # convert_isic2017(source, dataset_id, **options): see DatasetSpec.__call__
+convert_isic2018 = SPEC_2018  # convert_isic2018(source, dataset_id, **options): see DatasetSpec.__call__

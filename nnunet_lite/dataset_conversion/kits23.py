@@ -25,21 +25,20 @@ import re
 from pathlib import Path
 from typing import Any
 
-from . import DATASETS, DEFAULT_IDS
 from ._engine import (
     NNUNET_SPLIT,
     Case3D,
     ConversionError,
+    ConvertOptions,
+    DatasetSpec,
     Options3D,
     Report,
-    check_split_args,
-    convert_3d_dataset,
+    convert_3d,
     find_one_dir,
     id_ranges,
     list_files,
     load_split_file,
     nifti_stem,
-    require_source,
 )
 
 SPLITS = {NNUNET_SPLIT: "all cases in imagesTr (nnU-Net's 5 folds, or --split-file)"}
@@ -110,42 +109,7 @@ def _check_metadata(root: Path, case_ids: list[str], report: Report) -> None:
         report.warnings.append(f"{len(unknown)} case folders are not listed in kits23.json: {id_ranges(unknown)}")
 
 
-def convert_kits23(
-    source: str | os.PathLike,
-    dataset_id: int = DEFAULT_IDS["kits23"],
-    *,
-    split: str = NNUNET_SPLIT,
-    split_file: str | os.PathLike | None = None,
-    skip_missing_imaging: bool = False,
-    overwrite: bool = False,
-    num_workers: int | None = None,
-    output_root: str | os.PathLike | None = None,
-    verbose: bool = True,
-) -> Path:
-    """Convert KiTS23 (the kits23 repository after ``kits23_download_data``) to ``Dataset<ID>_KiTS23``.
-
-    Args:
-        source: the kits23 repository, its ``dataset`` folder, or a folder above it.
-        dataset_id: nnU-Net dataset ID.
-        split: only "nnunet" (nnU-Net's 5 folds); published lists go through ``split_file``.
-        split_file: train/val ID lists (``case_00000`` or ``00000``) or an nnU-Net ``splits_final.json``.
-        skip_missing_imaging: convert only the cases that have ``imaging.nii.gz`` instead of failing; the skipped
-            IDs are listed in the summary and in dataset.json.
-        overwrite: replace an existing dataset folder.
-        num_workers: worker processes (default ``$nnUNet_def_n_proc`` or min(8, CPUs)).
-        output_root: where to write (default ``$nnUNet_raw``).
-        verbose: print the summary.
-
-    Returns:
-        the dataset folder.
-
-    Raises:
-        ConversionError: cases without imaging (unless ``skip_missing_imaging``), a case folder without
-            segmentation, grids that differ, label values outside 0..3, truncated files, or an existing target
-            without ``overwrite``.
-    """
-    source = require_source(source)
-    check_split_args(split, split_file, SPLITS)
+def _convert(spec: DatasetSpec, source: Path, options: ConvertOptions) -> Path:
     setup = NNUNET_KITS23_SETUP
     report = Report()
     root = find_one_dir(source, _is_root, "KiTS23 dataset folder", "dataset/case_00000/segmentation.nii.gz")
@@ -189,7 +153,7 @@ def convert_kits23(
                 root,
                 hint="imaging is downloaded separately: run kits23_download_data in the kits23 repository",
             )
-        if not skip_missing_imaging:
+        if not options.extra["skip_missing_imaging"]:
             raise ConversionError(
                 f"{len(without_imaging)} of {total} cases have no imaging.nii.gz: {listed}",
                 root,
@@ -200,39 +164,29 @@ def convert_kits23(
         report.skip(f"{n} case{'s' if n != 1 else ''} without imaging.nii.gz (--skip-missing-imaging)", listed)
 
     splits = None
-    if split_file is not None:
-        splits = load_split_file(split_file, kits23_case_id, [c.case_id for c in cases])
+    if options.split_file is not None:
+        splits = load_split_file(options.split_file, kits23_case_id, [c.case_id for c in cases])
 
-    spec = DATASETS["kits23"]
-    return convert_3d_dataset(
-        name="kits23",
-        folder_name=spec.folder_name,
-        dataset_id=dataset_id,
-        cases=cases,
+    return convert_3d(
+        spec,
+        options,
+        cases,
+        report,
         labels=setup["labels"],
         label_names=LABEL_NAMES,
-        options=Options3D(
+        checks=Options3D(
             label_values=(0, *LABEL_NAMES),
             label_hint="0 background, " + ", ".join(f"{k} {v}" for k, v in LABEL_NAMES.items()),
             expected_orientation=STORED_ORIENTATION,
         ),
-        reference=REFERENCE,
-        license=spec.license,
-        description=spec.title,
-        report=report,
         channel_names=setup["channel_names"],
         regions_class_order=setup["regions_class_order"],
         reader=setup["reader"],
         splits=splits,
-        overwrite=overwrite,
-        num_workers=num_workers,
-        output_root=output_root,
         settings={
-            "split": "split file" if split_file is not None else split,
             "setup_from": "nnunetv2.dataset_conversion.Dataset220_KiTS2023",
             "skipped_missing_imaging": sorted(without_imaging),
         },
-        verbose=verbose,
     )
 
 
@@ -245,3 +199,26 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="convert only the cases whose imaging.nii.gz is present (an interrupted kits23_download_data) instead "
         "of failing; the skipped case IDs are listed in the summary",
     )
+
+
+SPEC = DatasetSpec(
+    name="kits23",
+    folder_name="KiTS23",
+    default_id=521,
+    title="KiTS23 kidney, tumour and cyst CT (Heller et al., KiTS 2023 challenge), 3D, region-based",
+    layout="dataset/case_00000/{imaging.nii.gz, segmentation.nii.gz} (github.com/neheller/kits23 after "
+    "kits23_download_data)",
+    source="https://github.com/neheller/kits23 (segmentations in git; imaging via kits23_download_data)",
+    license="CC BY-NC-SA 4.0 (data); cite Heller et al.",
+    role="train",
+    reference=REFERENCE,
+    splits=SPLITS,
+    convert=_convert,
+    case_id=kits23_case_id,
+    dimension=3,
+    extra_options={"skip_missing_imaging": False},
+    add_arguments=add_arguments,
+)
+
+
+convert_kits23 = SPEC  # convert_kits23(source, dataset_id, **options): see DatasetSpec.__call__

@@ -11,26 +11,23 @@ from __future__ import annotations
 
 import json
 import os
-from collections import defaultdict
 from collections.abc import Sequence
 from pathlib import Path
 
-from . import DEFAULT_IDS
 from ._engine import (
     IMAGE_SUFFIXES,
     NNUNET_SPLIT,
     Case2D,
     CaseResult,
     ConversionError,
+    ConvertOptions,
+    DatasetSpec,
     Report,
-    check_split_args,
     child_dir,
-    convert_registered_2d,
+    convert_2d,
     find_one_dir,
     has_images,
-    index_cases,
-    pair_files,
-    require_source,
+    pair_folders,
     sanitize_id,
 )
 
@@ -78,48 +75,10 @@ def _check_bboxes(root: Path, report: Report) -> dict | None:
         return None
 
 
-def convert_kvasir(
-    source: str | os.PathLike,
-    dataset_id: int = DEFAULT_IDS["kvasir"],
-    *,
-    split: str = NNUNET_SPLIT,
-    split_file: str | os.PathLike | None = None,
-    resize: int | None = None,
-    mask_threshold: int | None = MASK_THRESHOLD,
-    overwrite: bool = False,
-    num_workers: int | None = None,
-    output_root: str | os.PathLike | None = None,
-    verbose: bool = True,
-) -> Path:
-    """Convert Kvasir-SEG as downloaded to ``Dataset<ID>_KvasirSEG``.
-
-    Args:
-        source: ``Kvasir-SEG`` (holding ``images/`` and ``masks/``) or a folder containing it.
-        dataset_id: nnU-Net dataset ID.
-        split: only "nnunet" (nnU-Net's 5 folds); published lists go through ``split_file``.
-        split_file: e.g. the MediaEval 2020 ``kvasir-seg-train-val`` folder (``train.txt`` + ``val.txt``, 880/120),
-            or an nnU-Net ``splits_final.json``.
-        resize: resize to ``resize`` x ``resize`` (images bilinear, masks nearest); None keeps native resolution.
-        mask_threshold: mask values above it are polyp (default 127, for the JPEG masks).
-        overwrite: replace an existing dataset folder.
-        num_workers: worker processes (default ``$nnUNet_def_n_proc`` or min(8, CPUs)).
-        output_root: where to write (default ``$nnUNet_raw``).
-        verbose: print the summary.
-
-    Returns:
-        the dataset folder.
-
-    Raises:
-        ConversionError: bad or incomplete input, or an existing target without ``overwrite``.
-    """
-    source = require_source(source)
-    check_split_args(split, split_file, SPLITS)
+def _convert(spec: DatasetSpec, source: Path, options: ConvertOptions) -> Path:
     report = Report()
     root = find_one_dir(source, _is_root, "Kvasir-SEG folder", "Kvasir-SEG/images/<id>.jpg + Kvasir-SEG/masks/<id>.jpg")
-    image_dir, mask_dir = child_dir(root, "images"), child_dir(root, "masks")
-    images = index_cases(image_dir, report, _case_id)
-    masks = defaultdict(list, {k: [v] for k, v in index_cases(mask_dir, report, _case_id).items()})
-    pairs = pair_files(images, masks, image_dir, mask_dir, lambda p: p.name)
+    pairs = pair_folders(child_dir(root, "images"), child_dir(root, "masks"), report, _case_id)
     cases = [Case2D(cid, image, ms) for cid, image, ms in pairs]
 
     bboxes = _check_bboxes(root, report)
@@ -147,21 +106,25 @@ def convert_kvasir(
         else:
             report.notes.append("all image sizes match kavsir_bboxes.json")
 
-    return convert_registered_2d(
-        "kvasir",
-        cases,
-        report,
-        label_name="polyp",
-        reference=REFERENCE,
-        case_id=kvasir_case_id,
-        dataset_id=dataset_id,
-        split=split,
-        split_file=split_file,
-        resize=resize,
-        mask_threshold=mask_threshold,
-        overwrite=overwrite,
-        num_workers=num_workers,
-        output_root=output_root,
-        verbose=verbose,
-        check_results=check_sizes,
-    )
+    return convert_2d(spec, options, cases, report, check_results=check_sizes)
+
+
+SPEC = DatasetSpec(
+    name="kvasir",
+    folder_name="KvasirSEG",
+    default_id=504,
+    title="Kvasir-SEG polyps (Jha et al., MMM 2020), colonoscopy RGB",
+    layout="Kvasir-SEG/images/<id>.jpg + Kvasir-SEG/masks/<id>.jpg (+ kavsir_bboxes.json)",
+    source="https://datasets.simula.no/kvasir-seg/",
+    license="research and education only; commercial use needs prior permission from Simula",
+    role="train",
+    reference=REFERENCE,
+    splits=SPLITS,
+    convert=_convert,
+    case_id=kvasir_case_id,
+    label_name="polyp",
+    mask_threshold=MASK_THRESHOLD,
+)
+
+
+convert_kvasir = SPEC  # convert_kvasir(source, dataset_id, **options): see DatasetSpec.__call__

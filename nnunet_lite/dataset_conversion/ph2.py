@@ -8,23 +8,21 @@ BMPs except a few 24-bit RGB ones (IMD002); both become {0, 1}. All 200 cases go
 
 from __future__ import annotations
 
-import os
 import re
 from pathlib import Path
 
-from . import DEFAULT_IDS
 from ._engine import (
     IMAGE_SUFFIXES,
     NNUNET_SPLIT,
     Case2D,
     ConversionError,
+    ConvertOptions,
+    DatasetSpec,
     Report,
-    check_split_args,
     child_dir,
-    convert_registered_2d,
+    convert_2d,
     find_one_dir,
     list_files,
-    require_source,
 )
 
 SPLITS = {NNUNET_SPLIT: "no splits_final.json: nnU-Net's 5 random folds (PH2 is normally only evaluated on)"}
@@ -73,41 +71,7 @@ def _one_image(folder: Path | None, stem: str, case_dir: Path, what: str, report
     )
 
 
-def convert_ph2(
-    source: str | os.PathLike,
-    dataset_id: int = DEFAULT_IDS["ph2"],
-    *,
-    split: str = NNUNET_SPLIT,
-    split_file: str | os.PathLike | None = None,
-    resize: int | None = None,
-    mask_threshold: int | None = None,
-    overwrite: bool = False,
-    num_workers: int | None = None,
-    output_root: str | os.PathLike | None = None,
-    verbose: bool = True,
-) -> Path:
-    """Convert PH2 as downloaded to ``Dataset<ID>_PH2``.
-
-    Args:
-        source: ``PH2Dataset`` (or ``PH2 Dataset images``, or a folder containing them).
-        dataset_id: nnU-Net dataset ID.
-        split: only "nnunet".
-        split_file: optional split lists (``IMDxxx`` IDs) or an nnU-Net ``splits_final.json``.
-        resize: resize to ``resize`` x ``resize`` (images bilinear, masks nearest); None keeps native resolution.
-        mask_threshold: None requires binary masks (PH2's 1-bit and 24-bit BMPs are); an int thresholds instead.
-        overwrite: replace an existing dataset folder.
-        num_workers: worker processes (default ``$nnUNet_def_n_proc`` or min(8, CPUs)).
-        output_root: where to write (default ``$nnUNet_raw``).
-        verbose: print the summary.
-
-    Returns:
-        the dataset folder.
-
-    Raises:
-        ConversionError: bad or incomplete input, or an existing target without ``overwrite``.
-    """
-    source = require_source(source)
-    check_split_args(split, split_file, SPLITS)
+def _convert(spec: DatasetSpec, source: Path, options: ConvertOptions) -> Path:
     report = Report()
     root = find_one_dir(
         source, _is_root, "PH2 image folder", "'PH2 Dataset images'/IMDxxx/IMDxxx_Dermoscopic_Image/IMDxxx.bmp"
@@ -129,20 +93,25 @@ def convert_ph2(
     if roi:
         report.notes.append(f"colour-class masks (IMDxxx_roi, {roi} cases) are not used")
 
-    return convert_registered_2d(
-        "ph2",
-        cases,
-        report,
-        label_name="lesion",
-        reference=REFERENCE,
-        case_id=ph2_case_id,
-        dataset_id=dataset_id,
-        split=split,
-        split_file=split_file,
-        resize=resize,
-        mask_threshold=mask_threshold,
-        overwrite=overwrite,
-        num_workers=num_workers,
-        output_root=output_root,
-        verbose=verbose,
-    )
+    return convert_2d(spec, options, cases, report)
+
+
+SPEC = DatasetSpec(
+    name="ph2",
+    folder_name="PH2",
+    default_id=511,
+    title="PH2 dermoscopy (Mendonca et al., EMBC 2013), zero-shot target for ISIC",
+    layout='PH2Dataset/"PH2 Dataset images"/IMDxxx/{IMDxxx_Dermoscopic_Image/IMDxxx.bmp, '
+    "IMDxxx_lesion/IMDxxx_lesion.bmp}",
+    source="https://www.fc.up.pt/addi/ph2%20database.html",
+    license="free for research use; cite the paper",
+    role="zero-shot",
+    reference=REFERENCE,
+    splits=SPLITS,
+    convert=_convert,
+    case_id=ph2_case_id,
+    label_name="lesion",
+)
+
+
+convert_ph2 = SPEC  # convert_ph2(source, dataset_id, **options): see DatasetSpec.__call__

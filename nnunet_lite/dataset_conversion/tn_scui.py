@@ -15,21 +15,20 @@ import re
 from collections import defaultdict
 from pathlib import Path
 
-from . import DEFAULT_IDS
 from ._engine import (
     IMAGE_SUFFIXES,
     NNUNET_SPLIT,
     Case2D,
     ConversionError,
+    ConvertOptions,
+    DatasetSpec,
     Report,
-    check_split_args,
     child_dir,
-    convert_registered_2d,
+    convert_2d,
     find_one_dir,
     has_images,
     index_cases,
     pair_files,
-    require_source,
 )
 
 SPLITS = {NNUNET_SPLIT: "no splits_final.json: nnU-Net's 5 random folds (LGMSNet's lists go through --split-file)"}
@@ -87,42 +86,7 @@ def _categories(root: Path, report: Report) -> dict[str, str]:
         return {}
 
 
-def convert_tn_scui(
-    source: str | os.PathLike,
-    dataset_id: int = DEFAULT_IDS["tn-scui"],
-    *,
-    split: str = NNUNET_SPLIT,
-    split_file: str | os.PathLike | None = None,
-    resize: int | None = None,
-    mask_threshold: int | None = None,
-    overwrite: bool = False,
-    num_workers: int | None = None,
-    output_root: str | os.PathLike | None = None,
-    verbose: bool = True,
-) -> Path:
-    """Convert the TN-SCUI 2020 training set as distributed to ``Dataset<ID>_TNSCUI``.
-
-    Args:
-        source: the folder holding ``image/`` and ``mask/`` (or a folder containing it).
-        dataset_id: nnU-Net dataset ID.
-        split: only "nnunet"; published lists go through ``split_file``.
-        split_file: e.g. LGMSNet's ``data/tuscui`` folder (``tuscui_{train,val}{1,2,3}.txt``), or a
-            ``splits_final.json``.
-        resize: resize to ``resize`` x ``resize`` (images bilinear, masks nearest); None keeps native resolution.
-        mask_threshold: None requires binary masks; an int thresholds instead.
-        overwrite: replace an existing dataset folder.
-        num_workers: worker processes (default ``$nnUNet_def_n_proc`` or min(8, CPUs)).
-        output_root: where to write (default ``$nnUNet_raw``).
-        verbose: print the summary.
-
-    Returns:
-        the dataset folder.
-
-    Raises:
-        ConversionError: bad or incomplete input, or an existing target without ``overwrite``.
-    """
-    source = require_source(source)
-    check_split_args(split, split_file, SPLITS)
+def _convert(spec: DatasetSpec, source: Path, options: ConvertOptions) -> Path:
     report = Report()
     root = find_one_dir(source, _is_root, "TN-SCUI folder", "image/<ID>.PNG + mask/<ID>.PNG")
     image_dir, mask_dir = _image_dir(root), _mask_dir(root)
@@ -134,20 +98,24 @@ def convert_tn_scui(
     cats = _categories(root, report)
     cases = [Case2D(cid, image, ms, group=cats.get(cid)) for cid, image, ms in pairs]
 
-    return convert_registered_2d(
-        "tn-scui",
-        cases,
-        report,
-        label_name="nodule",
-        reference=REFERENCE,
-        case_id=tnscui_case_id,
-        dataset_id=dataset_id,
-        split=split,
-        split_file=split_file,
-        resize=resize,
-        mask_threshold=mask_threshold,
-        overwrite=overwrite,
-        num_workers=num_workers,
-        output_root=output_root,
-        verbose=verbose,
-    )
+    return convert_2d(spec, options, cases, report)
+
+
+SPEC = DatasetSpec(
+    name="tn-scui",
+    folder_name="TNSCUI",
+    default_id=505,
+    title="TN-SCUI 2020 thyroid nodule ultrasound (MICCAI 2020 challenge)",
+    layout="image/<ID>.PNG + mask/<ID>.PNG (+ train.csv with ID,CATE)",
+    source="https://tn-scui2020.grand-challenge.org/ (registration; redistribution forbidden)",
+    license="challenge terms: research only, no redistribution",
+    role="train",
+    reference=REFERENCE,
+    splits=SPLITS,
+    convert=_convert,
+    case_id=tnscui_case_id,
+    label_name="nodule",
+)
+
+
+convert_tn_scui = SPEC  # convert_tn_scui(source, dataset_id, **options): see DatasetSpec.__call__

@@ -1,5 +1,6 @@
 """The conversion engine shared by all dataset converters (private: converters import from here, users do not).
 
+- :mod:`.spec`: :class:`DatasetSpec` (what a converter module declares) and :class:`ConvertOptions`.
 - :mod:`.errors`: :class:`ConversionError` (names the file and says what to do), SIGTERM as an exception.
 - :mod:`.output`: output root, dataset ID and target checks, the atomic dataset folder, stale ``.partial`` folders.
 - :mod:`.discovery`: finding the download's folders, listing and pairing files, case IDs.
@@ -22,6 +23,7 @@ from .discovery import (
     index_cases,
     list_files,
     pair_files,
+    pair_folders,
     require_source,
     sanitize_id,
 )
@@ -29,9 +31,10 @@ from .errors import ConversionError, Terminated
 from .nifti import Geometry, check_nifti_complete, geometry_mismatch, nifti_stem, orientation_code, read_nifti_header
 from .records import Case2D, Case3D, CaseResult, Options3D
 from .report import Report, id_ranges
+from .spec import ConvertOptions, DatasetSpec
 from .splits import NNUNET_SPLIT, SPLITS_DIR, check_split_args, load_split_file, read_id_list, validate_splits
-from .write2d import convert_registered_2d
-from .write3d import convert_3d_dataset
+from .write2d import convert_2d
+from .write3d import convert_3d
 
 __all__ = [
     "IMAGE_SUFFIXES",
@@ -39,6 +42,8 @@ __all__ = [
     "SPLITS_DIR",
     "Case2D",
     "Case3D",
+    "ConvertOptions",
+    "DatasetSpec",
     "CaseResult",
     "ConversionError",
     "Geometry",
@@ -48,8 +53,8 @@ __all__ = [
     "check_nifti_complete",
     "check_split_args",
     "child_dir",
-    "convert_3d_dataset",
-    "convert_registered_2d",
+    "convert_2d",
+    "convert_3d",
     "describe_found",
     "find_dirs",
     "find_folders",
@@ -63,6 +68,7 @@ __all__ = [
     "nifti_stem",
     "orientation_code",
     "pair_files",
+    "pair_folders",
     "read_id_list",
     "read_nifti_header",
     "require_source",

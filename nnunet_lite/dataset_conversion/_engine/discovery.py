@@ -230,3 +230,17 @@ def sanitize_id(text: str) -> str:
     if not cleaned:
         raise ConversionError(f"cannot make a case ID from {text!r}")
     return cleaned
+
+
+def pair_folders(
+    image_dir: Path,
+    mask_dir: Path,
+    report: Report,
+    image_id: Callable[[Path], tuple[str | None, str]],
+    mask_id: Callable[[Path], tuple[str | None, str]] | None = None,
+) -> list[tuple[str, Path, tuple[Path, ...]]]:
+    """(case ID, image, (mask,)) for an image folder and a mask folder with one mask per image (see
+    :func:`index_cases` for ``image_id``/``mask_id``, :func:`pair_files` for the errors)."""
+    images = index_cases(image_dir, report, image_id)
+    masks = {k: [v] for k, v in index_cases(mask_dir, report, mask_id or image_id).items()}
+    return pair_files(images, masks, image_dir, mask_dir, lambda p: p.name)

@@ -9,14 +9,15 @@ import shutil
 import socket
 import sys
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from .errors import ConversionError, sigterm_raises
 
 if TYPE_CHECKING:
     from .report import Report
+    from .spec import ConvertOptions, DatasetSpec
 
 
 def resolve_output_root(output_root: str | os.PathLike | None = None) -> Path:
@@ -201,3 +202,22 @@ def remove_stale_partials(output_root: Path, folder_name: str) -> list[Path]:
         handled.append(path)
         print(f"note: {action} {path}, left by a killed conversion (process {m['pid']})", file=sys.stderr)
     return handled
+
+
+def start_dataset(
+    spec: DatasetSpec, options: ConvertOptions, cases: Sequence[Any], report: Report, pairs: str
+) -> tuple[Path, str, list]:
+    """The checks before anything is written: dataset ID, workers, output root and target, some training case.
+
+    Returns:
+        the output root, the dataset folder name and the training cases.
+    """
+    check_dataset_id(options.dataset_id)
+    check_num_workers(options.num_workers)
+    root = resolve_output_root(options.output_root)
+    dataset_name = spec.folder(options.dataset_id)
+    prepare_target(root, dataset_name, options.dataset_id, options.overwrite, report)
+    training = [c for c in cases if c.subset == "Tr"]
+    if not training:
+        raise ConversionError("no training cases found", hint="check SOURCE: " + "; ".join(report.skipped or [pairs]))
+    return root, dataset_name, training

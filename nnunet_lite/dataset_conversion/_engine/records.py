@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import json
 import os
+from collections import defaultdict
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -155,3 +157,14 @@ class CaseResult3D:
     labels_present: tuple[int, ...] | None  # None: no label map
     written: tuple[str, ...]  # "copied" / "compressed" per file
     image: str
+
+
+def write_test_sets(folder: Path, held_out: Sequence[tuple[str, str]]) -> None:
+    """``test_sets.json``: official part -> sorted case IDs of the held-out cases, given as (part, case ID) pairs."""
+    if not held_out:
+        return
+    sets: dict[str, list[str]] = defaultdict(list)
+    for part, case_id in held_out:
+        sets[part].append(case_id)
+    text = json.dumps({k: sorted(v) for k, v in sorted(sets.items())}, indent=1)
+    (folder / "test_sets.json").write_text(text + "\n", encoding="utf-8")

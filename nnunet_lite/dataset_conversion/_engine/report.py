@@ -43,6 +43,22 @@ class Report:
     def skip(self, what: str, reason: str) -> None:
         self.skipped.append(f"{what}: {reason}")
 
+    def found_lines(self) -> list[str]:
+        """Summary lines for what was skipped and ignored."""
+        lines = [f"  skipped: {item}" for item in self.skipped]
+        for reason, n in sorted(self.ignored.items()):
+            lines.append(f"  ignored: {n} {reason} (e.g. {', '.join(self.ignored_examples[reason])})")
+        return lines
+
+    def closing_lines(self, splits: Sequence[dict] | None) -> list[str]:
+        """The last summary lines: the split file written (or nnU-Net's folds), then notes and warnings."""
+        if splits is not None:
+            sizes = ", ".join(f"{len(f['train'])}/{len(f['val'])}" for f in splits)
+            lines = [f"  splits_final.json: {len(splits)} fold(s), train/val {sizes}"]
+        else:
+            lines = ["  splits: none written; nnU-Net makes 5 random folds (seed 12345) when training"]
+        return lines + [f"  note: {n}" for n in self.notes] + [f"  warning: {w}" for w in self.warnings]
+
 
 def _natural_key(text: str) -> list:
     return [int(t) if t.isdigit() else t.casefold() for t in re.split(r"(\d+)", text)]
@@ -79,10 +95,7 @@ def format_summary(
         elif groups:
             detail += f"; {len(groups)} groups ({', '.join(sorted(groups)[:2])}, ...)"
         lines.append(f"  {folders}: {len(rs)} cases ({detail})")
-    for item in report.skipped:
-        lines.append(f"  skipped: {item}")
-    for reason, n in sorted(report.ignored.items()):
-        lines.append(f"  ignored: {n} {reason} (e.g. {', '.join(report.ignored_examples[reason])})")
+    lines += report.found_lines()
     empty = [r.case_id for r in results if r.foreground == 0]
     lines.append(
         f"  labels: background 0, {label_name} 1; {len(results) - len(empty)} cases with {label_name}, "
@@ -111,16 +124,7 @@ def format_summary(
         lines.append(
             f"  duplicates: {len(dups)} groups of identical images ({shown}{'; ...' if len(dups) > 5 else ''})"
         )
-    if splits is not None:
-        sizes = ", ".join(f"{len(f['train'])}/{len(f['val'])}" for f in splits)
-        lines.append(f"  splits_final.json: {len(splits)} fold(s), train/val {sizes}")
-    else:
-        lines.append("  splits: none written; nnU-Net makes 5 random folds (seed 12345) when training")
-    for note in report.notes:
-        lines.append(f"  note: {note}")
-    for warning in report.warnings:
-        lines.append(f"  warning: {warning}")
-    return "\n".join(lines)
+    return "\n".join(lines + report.closing_lines(splits))
 
 
 def id_ranges(ids: Sequence[str]) -> str:
@@ -171,10 +175,7 @@ def format_summary_3d(
         parts = Counter(r.part for r in rs)
         detail = ", ".join(f"{k.replace('_', ' ')} {v}" for k, v in sorted(parts.items()))
         lines.append(f"  {folders}: {len(rs)} cases ({detail})")
-    for item in report.skipped:
-        lines.append(f"  skipped: {item}")
-    for reason, n in sorted(report.ignored.items()):
-        lines.append(f"  ignored: {n} {reason} (e.g. {', '.join(report.ignored_examples[reason])})")
+    lines += report.found_lines()
     labelled = [r for r in results if r.labels_present is not None]
     counts = Counter(v for r in labelled for v in r.labels_present if v)
     values = "; ".join(f"{v} {label_names[v]}" for v in sorted(label_names))
@@ -214,13 +215,4 @@ def format_summary_3d(
         + (f", {written['compressed']} uncompressed .nii gzip-compressed" if written.get("compressed") else "")
         + "; nothing resampled"
     )
-    if splits is not None:
-        sizes_text = ", ".join(f"{len(f['train'])}/{len(f['val'])}" for f in splits)
-        lines.append(f"  splits_final.json: {len(splits)} fold(s), train/val {sizes_text}")
-    else:
-        lines.append("  splits: none written; nnU-Net makes 5 random folds (seed 12345) when training")
-    for note in report.notes:
-        lines.append(f"  note: {note}")
-    for warning in report.warnings:
-        lines.append(f"  warning: {warning}")
-    return "\n".join(lines)
+    return "\n".join(lines + report.closing_lines(splits))

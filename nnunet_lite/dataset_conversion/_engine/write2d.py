@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import hashlib
-import json
-import os
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
@@ -14,10 +12,11 @@ import numpy as np
 from .discovery import check_unique_ids
 from .errors import ConversionError
 from .images import binarize_mask, load_image_array, to_rgb
-from .output import atomic_dataset_folder, check_dataset_id, check_num_workers, prepare_target, resolve_output_root
+from .output import atomic_dataset_folder, start_dataset
 from .pool import parallel_map
-from .records import Case2D, CaseResult, Options2D, _naming_the_case, write_dataset_json
+from .records import Case2D, CaseResult, Options2D, _naming_the_case, write_dataset_json, write_test_sets
 from .report import Report, format_summary
+from .spec import ConvertOptions, DatasetSpec
 from .splits import load_split_file, validate_splits, write_splits
 
 # One channel convention for every 2D dataset, RGB or not (grey images are replicated to 3 channels): nnU-Net divides
@@ -82,36 +81,27 @@ def _convert_case_2d(case: Case2D, out_dir: Path, options: Options2D) -> CaseRes
     )
 
 
-def convert_2d_dataset(
-    *,
-    name: str,
-    folder_name: str,
-    dataset_id: int,
+def convert_2d(
+    spec: DatasetSpec,
+    options: ConvertOptions,
     cases: Sequence[Case2D],
-    label_name: str,
-    reference: str,
-    license: str,
-    description: str,
     report: Report,
-    options: Options2D,
+    *,
     splits: Sequence[dict[str, list[str]]] | None = None,
-    overwrite: bool = False,
-    num_workers: int | None = None,
-    output_root: str | os.PathLike | None = None,
     settings: dict[str, Any] | None = None,
     check_results: Callable[[Sequence[CaseResult], Report], None] | None = None,
-    verbose: bool = True,
 ) -> Path:
-    """Write ``output_root/DatasetXXX_<folder_name>`` from ``cases`` atomically and print a summary.
+    """Write ``DatasetXXX_<spec.folder_name>`` from ``cases`` atomically and print a summary.
 
-    ``check_results(results, report)`` may add notes or warnings after the cases are written, or raise
-    ConversionError to abort (nothing is left behind then).
+    ``splits`` that the converter built for ``options.split`` win, otherwise ``options.split_file`` (if given) is read
+    with ``spec.case_id`` against the training cases. ``check_results(results, report)`` may add notes or warnings
+    after the cases are written, or raise ConversionError to abort (nothing is left behind then).
 
     Returns:
         the dataset folder.
     """
-    check_dataset_id(dataset_id)
-    check_num_workers(num_workers)
+    if splits is None and options.split_file is not None:
+        splits = load_split_file(options.split_file, spec.case_id, [c.case_id for c in cases if c.subset == "Tr"])
     if options.resize is not None and (not isinstance(options.resize, int) or options.resize < 8):
         raise ConversionError(f"--resize must be an integer >= 8, got {options.resize!r}")
     t = options.mask_threshold
@@ -120,61 +110,50 @@ def convert_2d_dataset(
             f"--mask-threshold must be an integer from 1 to 255 (8-bit mask values), got {t!r}",
             hint="values > T become foreground; 127 suits lossy 0/255 masks",
         )
-    root = resolve_output_root(output_root)
-    dataset_name = f"Dataset{dataset_id:03d}_{folder_name}"
-    prepare_target(root, dataset_name, dataset_id, overwrite, report)
-    training = [c for c in cases if c.subset == "Tr"]
-    if not training:
-        raise ConversionError(
-            "no training cases found", hint="check SOURCE: " + "; ".join(report.skipped or ["no image/mask pairs"])
-        )
+    root, dataset_name, training = start_dataset(spec, options, cases, report, "no image/mask pairs")
     check_unique_ids(cases)
     if splits is not None:
         splits = validate_splits(splits, [c.case_id for c in training], report)
+    writing = Options2D(resize=options.resize, mask_threshold=options.mask_threshold)
 
-    with atomic_dataset_folder(root, dataset_name, dataset_id, overwrite) as tmp:
-        subsets = sorted({c.subset for c in cases})
-        for subset in subsets:
+    with atomic_dataset_folder(root, dataset_name, options.dataset_id, options.overwrite) as tmp:
+        for subset in sorted({c.subset for c in cases}):
             (tmp / f"images{subset}").mkdir()
             (tmp / f"labels{subset}").mkdir()
         results: list[CaseResult] = parallel_map(
-            convert_case_2d, [(c, tmp, options) for c in cases], num_workers, desc=f"{dataset_name}"
+            convert_case_2d, [(c, tmp, writing) for c in cases], options.num_workers, desc=f"{dataset_name}"
         )
-        _check_foreground(results, options, report)
+        _check_foreground(results, writing, report)
         if check_results is not None:
             check_results(results, report)
         test = [r for r in results if r.subset == "Ts"]
-        parts_ts = sorted({r.part for r in test})
         write_dataset_json(
             tmp,
             channel_names=CHANNELS_RGB,
-            labels={"background": 0, label_name: 1},
+            labels={"background": 0, spec.label_name: 1},
             num_training=len(training),
             file_ending=FILE_ENDING_2D,
             dataset_name=dataset_name,
-            reference=reference,
-            license=license,
-            description=description,
+            reference=spec.reference,
+            license=spec.license,
+            description=spec.title,
             numTest=len(test),
             nnunet_lite={
-                "converter": name,
+                "converter": spec.name,
                 "resize": options.resize,
-                "mask_rule": "binary (0 and one value)"
-                if options.mask_threshold is None
-                else f"value > {options.mask_threshold}",
+                "mask_rule": "binary (0 and one value)" if t is None else f"value > {t}",
                 "channels": "RGB uint8, grey sources replicated to 3 channels",
+                "split": options.split_setting,
                 **(settings or {}),
             },
         )
-        if test:
-            sets = {part: sorted(r.case_id for r in test if r.part == part) for part in parts_ts}
-            (tmp / "test_sets.json").write_text(json.dumps(sets, indent=1) + "\n", encoding="utf-8")
+        write_test_sets(tmp, [(r.part, r.case_id) for r in test])
         if splits is not None:
             write_splits(tmp, splits)
 
     target = root / dataset_name
-    if verbose:
-        print(format_summary(target, results, report, options, label_name, splits))
+    if options.verbose:
+        print(format_summary(target, results, report, writing, spec.label_name, splits))
     return target
 
 
@@ -197,55 +176,3 @@ def _check_foreground(results: Sequence[CaseResult], options: Options2D, report:
         report.warnings.append(
             f"{len(full)} masks are entirely foreground (inverted or blank masks?), e.g. {', '.join(full[:3])}"
         )
-
-
-def convert_registered_2d(
-    name: str,
-    cases: Sequence[Case2D],
-    report: Report,
-    *,
-    label_name: str,
-    reference: str,
-    case_id: Callable[[str], str | None],
-    dataset_id: int,
-    split: str,
-    split_file: str | os.PathLike | None,
-    resize: int | None,
-    mask_threshold: int | None,
-    overwrite: bool,
-    num_workers: int | None,
-    output_root: str | os.PathLike | None,
-    verbose: bool,
-    splits: Sequence[dict[str, list[str]]] | None = None,
-    settings: dict[str, Any] | None = None,
-    check_results: Callable[[Sequence[CaseResult], Report], None] | None = None,
-) -> Path:
-    """:func:`convert_2d_dataset` for a dataset of ``DATASETS``, with the arguments every 2D converter shares.
-
-    Folder name, licence and description come from the dataset's spec; ``splits`` built by the converter for
-    ``split`` win, otherwise ``split_file`` (if given) is read with ``case_id`` against the training cases.
-    """
-    from .. import DATASETS
-
-    spec = DATASETS[name]
-    if splits is None and split_file is not None:
-        splits = load_split_file(split_file, case_id, [c.case_id for c in cases if c.subset == "Tr"])
-    return convert_2d_dataset(
-        name=name,
-        folder_name=spec.folder_name,
-        dataset_id=dataset_id,
-        cases=cases,
-        label_name=label_name,
-        reference=reference,
-        license=spec.license,
-        description=spec.title,
-        report=report,
-        options=Options2D(resize=resize, mask_threshold=mask_threshold),
-        splits=splits,
-        overwrite=overwrite,
-        num_workers=num_workers,
-        output_root=output_root,
-        settings={"split": "split file" if split_file is not None else split, **(settings or {})},
-        check_results=check_results,
-        verbose=verbose,
-    )

@@ -2,9 +2,8 @@
 
 from __future__ import annotations
 
-import json
 import os
-from collections import Counter, defaultdict
+from collections import Counter
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -24,10 +23,11 @@ from .nifti import (
     read_geometry,
     read_nifti_header,
 )
-from .output import atomic_dataset_folder, check_dataset_id, check_num_workers, prepare_target, resolve_output_root
+from .output import atomic_dataset_folder, start_dataset
 from .pool import parallel_map
-from .records import Case3D, CaseResult3D, Options3D, _naming_the_case, write_dataset_json
+from .records import Case3D, CaseResult3D, Options3D, _naming_the_case, write_dataset_json, write_test_sets
 from .report import Report, format_summary_3d, id_ranges
+from .spec import ConvertOptions, DatasetSpec
 from .splits import validate_splits, write_splits
 
 
@@ -161,33 +161,25 @@ def _convert_case_3d(case: Case3D, out_dir: Path, options: Options3D) -> CaseRes
     )
 
 
-def convert_3d_dataset(
-    *,
-    name: str,
-    folder_name: str,
-    dataset_id: int,
+def convert_3d(
+    spec: DatasetSpec,
+    options: ConvertOptions,
     cases: Sequence[Case3D],
+    report: Report,
+    *,
     labels: dict[str, int | tuple[int, ...]],
     label_names: dict[int, str],
-    options: Options3D,
-    reference: str,
-    license: str,
-    description: str,
-    report: Report,
+    checks: Options3D,
     channel_names: dict[str, str] | None = None,
     regions_class_order: Sequence[int] | None = None,
     reader: str | None = None,
     splits: Sequence[dict[str, list[str]]] | None = None,
-    overwrite: bool = False,
-    num_workers: int | None = None,
-    output_root: str | os.PathLike | None = None,
     settings: dict[str, Any] | None = None,
-    verbose: bool = True,
 ) -> Path:
-    """Write ``output_root/DatasetXXX_<folder_name>`` from NIfTI ``cases`` atomically and print a summary.
+    """Write ``DatasetXXX_<spec.folder_name>`` from NIfTI ``cases`` atomically and print a summary.
 
     Every case is checked (complete files, a 3D single-channel image, label map on the image's grid with values in
-    ``options.label_values``) and copied without resampling or re-encoding. Held-out sets (subset other than "Tr")
+    ``checks.label_values``) and copied without resampling or re-encoding. Held-out sets (subset other than "Tr")
     are listed in ``test_sets.json``.
 
     Args:
@@ -198,16 +190,7 @@ def convert_3d_dataset(
     Returns:
         the dataset folder.
     """
-    check_dataset_id(dataset_id)
-    check_num_workers(num_workers)
-    root = resolve_output_root(output_root)
-    dataset_name = f"Dataset{dataset_id:03d}_{folder_name}"
-    prepare_target(root, dataset_name, dataset_id, overwrite, report)
-    training = [c for c in cases if c.subset == "Tr"]
-    if not training:
-        raise ConversionError(
-            "no training cases found", hint="check SOURCE: " + "; ".join(report.skipped or ["no image/label pairs"])
-        )
+    root, dataset_name, training = start_dataset(spec, options, cases, report, "no image/label pairs")
     unlabelled = [c.case_id for c in training if c.label is None]
     if unlabelled:
         raise ConversionError(f"training cases without label map: {id_ranges(unlabelled)}")
@@ -215,16 +198,15 @@ def convert_3d_dataset(
     if splits is not None:
         splits = validate_splits(splits, [c.case_id for c in training], report)
 
-    with atomic_dataset_folder(root, dataset_name, dataset_id, overwrite) as tmp:
+    with atomic_dataset_folder(root, dataset_name, options.dataset_id, options.overwrite) as tmp:
         for subset in sorted({c.subset for c in cases}):
             (tmp / f"images{subset}").mkdir()
             if any(c.label is not None for c in cases if c.subset == subset):
                 (tmp / f"labels{subset}").mkdir()
         results: list[CaseResult3D] = parallel_map(
-            convert_case_3d, [(c, tmp, options) for c in cases], num_workers, desc=dataset_name
+            convert_case_3d, [(c, tmp, checks) for c in cases], options.num_workers, desc=dataset_name
         )
-        held_out = [r for r in results if r.subset != "Tr"]
-        _check_orientations(results, options, reader, report)
+        _check_orientations(results, checks, reader, report)
         labelled = [r.labels_present for r in results if r.labels_present is not None]
         absent = [name for v, name in sorted(label_names.items()) if not any(v in present for present in labelled)]
         if absent:
@@ -238,25 +220,25 @@ def convert_3d_dataset(
             num_training=len(training),
             file_ending=FILE_ENDING_NIFTI,
             dataset_name=dataset_name,
-            reference=reference,
-            license=license,
-            description=description,
+            reference=spec.reference,
+            license=spec.license,
+            description=spec.title,
             regions_class_order=regions_class_order,
             overwrite_image_reader_writer=reader,
             numTest=sum(r.subset == "Ts" for r in results),
-            nnunet_lite={"converter": name, "files": "NIfTI copied unchanged (never resampled)", **(settings or {})},
+            nnunet_lite={
+                "converter": spec.name,
+                "files": "NIfTI copied unchanged (never resampled)",
+                "split": options.split_setting,
+                **(settings or {}),
+            },
         )
-        if held_out:
-            sets: dict[str, list[str]] = defaultdict(list)
-            for r in held_out:
-                sets[r.part].append(r.case_id)
-            text = json.dumps({k: sorted(v) for k, v in sorted(sets.items())}, indent=1)
-            (tmp / "test_sets.json").write_text(text + "\n", encoding="utf-8")
+        write_test_sets(tmp, [(r.part, r.case_id) for r in results if r.subset != "Tr"])
         if splits is not None:
             write_splits(tmp, splits)
 
     target = root / dataset_name
-    if verbose:
+    if options.verbose:
         print(format_summary_3d(target, results, report, labels, label_names, regions_class_order, reader, splits))
     return target
 
