@@ -36,6 +36,7 @@ from ._engine import (
     list_files,
     load_split_file,
     nifti_stem,
+    pair_files,
     read_id_list,
 )
 
@@ -94,6 +95,10 @@ def _shipped_split(name: str) -> dict[str, list[str]]:
     files = {"transunet": ("train_cases.txt", "test_vol.txt"), "monai": ("train.txt", "val.txt")}[name]
     train, held_out = (sorted(btcv_case_id(t) for t in read_id_list(folder / f)) for f in files)
     return {"train": train, "held_out": held_out}
+
+
+def _number(path: Path, pattern: re.Pattern) -> int:
+    return int(pattern.match(nifti_stem(path.name)).group(1))
 
 
 def _numbered_volumes(folder: Path, pattern: re.Pattern, what: str, report: Report) -> dict[int, Path]:
@@ -164,24 +169,16 @@ def _convert(spec: DatasetSpec, source: Path, options: ConvertOptions) -> Path:
     img_dir, label_dir = child_dir(training_dir, "img"), child_dir(training_dir, "label")
     images = _numbered_volumes(img_dir, _IMG_RE, "img", report)
     labels = _numbered_volumes(label_dir, _LABEL_RE, "label", report)
-    missing = sorted(set(images) - set(labels))
-    if missing:
-        first = images[missing[0]]
-        raise ConversionError(
-            f"{len(missing)} image(s) without label map, e.g. {first.name} (expected "
-            f"{label_dir / f'label{missing[0]:04d}.nii.gz'})",
-            first,
-            hint="restore the missing label maps from the official download, or remove these images from SOURCE",
-        )
-    extra = sorted(set(labels) - set(images))
-    if extra:
-        first = labels[extra[0]]
-        raise ConversionError(
-            f"{len(extra)} label map(s) without image, e.g. {first.name} (no img{extra[0]:04d}.nii.gz in {img_dir})",
-            first,
-            hint="restore the missing images from the official download, or remove these label maps from SOURCE",
-        )
-    cases = {f"btcv_{n:04d}": Case3D(f"btcv_{n:04d}", images[n], labels[n]) for n in sorted(images)}
+    pairs = pair_files(
+        images,
+        {n: [path] for n, path in labels.items()},
+        img_dir,
+        label_dir,
+        expected_mask=lambda path: f"label{_number(path, _IMG_RE):04d}.nii.gz",
+        expected_image=lambda path: f"img{_number(path, _LABEL_RE):04d}.nii.gz",
+        mask_word="label map",
+    )
+    cases = {f"btcv_{n:04d}": Case3D(f"btcv_{n:04d}", image, label) for n, image, (label,) in pairs}
     for other in sorted(p for p in training_dir.iterdir() if p.is_dir() and p not in (img_dir, label_dir)):
         report.ignore(other, "other folders next to img/ and label/")
 

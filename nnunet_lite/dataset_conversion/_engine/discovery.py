@@ -6,7 +6,7 @@ import os
 import re
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from .errors import ConversionError
 
@@ -184,28 +184,33 @@ def has_images(folder: Path) -> bool:
 
 
 def pair_files(
-    images: dict[str, Path],
-    masks: dict[str, list[Path]],
+    images: dict[Any, Path],
+    masks: dict[Any, list[Path]],
     image_dir: Path,
     mask_dir: Path,
     expected_mask: Callable[[Path], str],
-) -> list[tuple[str, Path, tuple[Path, ...]]]:
-    """Match images to masks by key; raise naming the files if an image has no mask or a mask has no image."""
+    expected_image: Callable[[Path], str] | None = None,
+    mask_word: str = "mask",
+) -> list[tuple[Any, Path, tuple[Path, ...]]]:
+    """Match images to masks (or label maps: ``mask_word``) by key; raise naming the files if an image has no mask or
+    a mask has no image. ``expected_mask(image)`` / ``expected_image(mask)`` name the missing partner file."""
     missing = sorted(k for k in images if k not in masks)
     if missing:
         first = images[missing[0]]
         raise ConversionError(
-            f"{len(missing)} image(s) without mask, e.g. {first.name} (expected {mask_dir / expected_mask(first)})",
+            f"{len(missing)} image(s) without {mask_word}, e.g. {first.name} (expected "
+            f"{mask_dir / expected_mask(first)})",
             first,
-            hint="restore the missing masks from the official download, or remove these images from SOURCE",
+            hint=f"restore the missing {mask_word}s from the official download, or remove these images from SOURCE",
         )
     extra = sorted(k for k in masks if k not in images)
     if extra:
         first = masks[extra[0]][0]
+        partner = "matching image" if expected_image is None else expected_image(first)
         raise ConversionError(
-            f"{len(extra)} mask(s) without image, e.g. {first.name} (no matching image in {image_dir})",
+            f"{len(extra)} {mask_word}(s) without image, e.g. {first.name} (no {partner} in {image_dir})",
             first,
-            hint="restore the missing images from the official download, or remove these masks from SOURCE",
+            hint=f"restore the missing images from the official download, or remove these {mask_word}s from SOURCE",
         )
     return [(k, images[k], tuple(sorted(masks[k]))) for k in sorted(images)]
 
