@@ -20,8 +20,10 @@ from .conftest import run_cli
 TRAINERS_2D = ("nnUNetTrainerLGMSNet_test", "nnUNetTrainerAULUNet_test", "nnUNetTrainerMedLiteNet_test")
 # Lesions anywhere in the image and of varied size, so that a constant mask scores low (Dice <= ~0.3, see baselines.py)
 SPREAD = {"centre_range": (0.15, 0.85), "radius_range": (0.08, 0.2)}
-# Mean Dice a trained model must add to the best input-independent prediction on the same cases (one per model)
-MARGIN = {"nnUNetTrainerLGMSNet_test": 0.2, "nnUNetTrainerAULUNet_test": 0.2, "nnUNetTrainerMedLiteNet_test": 0.2}
+# Mean Dice a trained model must add to the best input-independent prediction on the same cases (one per model).
+# Measured (seeded, 10 validation cases, best constant 0.222): LGMSNet 0.967, MedLiteNet 0.868, AULUNet 0.435 (the
+# 28k-parameter network is still early in its start-up phase after 240 iterations, see README).
+MARGIN = {"nnUNetTrainerLGMSNet_test": 0.4, "nnUNetTrainerAULUNet_test": 0.15, "nnUNetTrainerMedLiteNet_test": 0.4}
 # nnU-Net's fold 0 of 48 training cases; 48 keeps nnU-Net's batch size at 2 (5 % of the dataset's pixels; 60 gives 3)
 NUM_TRAIN, MIN_CASES = 48, 10
 LGMSNET = TRAINERS_2D[0]
@@ -164,7 +166,15 @@ def test_predict_from_modelfolder(trained_2d, lesions_2d, tmp_path):
         "0",
         *FAST_PREDICT,
     )
-    assert len(list(out.glob("*.png"))) == 4
+    test_ids = sorted(p.name.removesuffix(".png") for p in (lesions_2d / "labelsTs").glob("*.png"))
+    assert sorted(p.name.removesuffix(".png") for p in out.glob("*.png")) == test_ids
+    pred = np.stack([np.asarray(Image.open(out / f"{case}.png")) for case in test_ids])
+    trainer = "nnUNetTrainerMedLiteNet_test"
+    score, baselines = assert_beats_constant_baselines(
+        pred == 1, read_masks(lesions_2d / "labelsTs", test_ids),
+        read_masks(lesions_2d / "labelsTr", fold_split(lesions_2d)[0]), MARGIN[trainer], 8,
+    )  # fmt: skip
+    print(f"{trainer} (predict_from_modelfolder): test Dice {score:.3f}, best constant {max(baselines.values()):.3f}")
 
 
 @pytest.mark.slow
