@@ -154,6 +154,16 @@ def test_snakemake_command_local_and_slurm(tmp_path):
     slurm = snakemake_command(study, RunOptions(executor="slurm", slurm_partition="gpu", jobs=20))
     assert slurm[slurm.index("--executor") + 1] == "slurm" and "slurm=1" in slurm
     assert slurm[slurm.index("--default-resources") + 1] == "slurm_partition=gpu" and "--cores" not in slurm
+    # sacct's "CANCELLED by <uid>" is not recognised by the plugin: squeue is the default status command
+    assert slurm[slurm.index("--slurm-status-command") + 1] == "squeue"
+    own = snakemake_command(study, RunOptions(executor="slurm", extra=["--slurm-status-command", "sacct"]))
+    assert own.count("--slurm-status-command") == 1 and own[-1] == "sacct"
+
+
+def test_budget_trainers_checkpoint_often_enough_to_resume(tmp_path):
+    study = Study.load(write(tmp_path, GOOD.replace("epochs = 1", "epochs = 20")), environ={})
+    module = study.write_budget_trainers().read_text()
+    assert "self.num_epochs = 20" in module and "self.save_every = min(self.save_every, 4)" in module
 
 
 def test_robustness_and_figure_rules_join_the_workflow(tmp_path):

@@ -71,6 +71,10 @@ def snakemake_command(study: Study, options: RunOptions) -> list[str]:
             defaults.append(f"slurm_account={options.slurm_account}")
         if defaults:
             cmd += ["--default-resources", *defaults]
+        if not any(arg.startswith("--slurm-status-command") for arg in options.extra):
+            # the plugin (2.8) compares sacct's state with "CANCELLED" exactly, but sacct reports a scancel'ed job as
+            # "CANCELLED by <uid>": with sacct, Snakemake would wait forever for a cancelled job
+            cmd += ["--slurm-status-command", "squeue"]
     else:
         cmd += ["--cores", str(options.cores or os.cpu_count() or 1), "--resources", f"gpu={options.gpus}"]
     if options.keep_going:

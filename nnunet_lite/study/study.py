@@ -199,6 +199,8 @@ class Study:
             f"        self.num_epochs = {budget.epochs}",
             f"        self.num_iterations_per_epoch = {budget.iterations_per_epoch}",
             f"        self.num_val_iterations_per_epoch = {budget.val_iterations_per_epoch}",
+            "        # a checkpoint_latest.pth at least every fifth of the run, so that --c resumes short budgets too",
+            f"        self.save_every = min(self.save_every, {max(1, budget.epochs // 5)})",
             "",
             "    return type(name, (base,), {'__init__': __init__, '__module__': __name__, '__qualname__': name})",
             "",
