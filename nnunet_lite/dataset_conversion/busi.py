@@ -33,6 +33,7 @@ from ._engine import (
     list_files,
     load_split_file,
     pair_files,
+    single_dir,
 )
 
 SPLITS = {
@@ -144,20 +145,13 @@ def _convert(spec: DatasetSpec, source: Path, options: ConvertOptions) -> Path:
     include_normal = options.extra["include_normal"]
     report = Report()
     roots = find_dirs(source, lambda d: _is_original_root(d) or _is_cmunext_root(d))
-    if not roots:
-        raise ConversionError(
-            "no BUSI folder found here or up to 3 levels down: expected Dataset_BUSI_with_GT/{benign,malignant,normal}/"
-            "'benign (1).png' + 'benign (1)_mask.png' (or the CMUNeXt layout images/ + masks/0/)",
-            source,
-            hint="pass the folder you unpacked the BUSI download into",
-        )
-    if len(roots) > 1:
-        raise ConversionError(
-            "found several BUSI folders: " + ", ".join(str(r) for r in roots[:5]),
-            source,
-            hint="pass the one you want to convert as SOURCE",
-        )
-    root = roots[0]
+    root = single_dir(
+        roots,
+        source,
+        "BUSI",
+        "Dataset_BUSI_with_GT/{benign,malignant,normal}/'benign (1).png' + 'benign (1)_mask.png' (or the CMUNeXt "
+        "layout images/ + masks/0/)",
+    )
     if _is_original_root(root):
         cases = _cases_original(root, include_normal, report)
     else:

@@ -30,6 +30,7 @@ from ._engine import (
     find_dirs,
     index_cases,
     pair_files,
+    single_dir,
 )
 
 SPLITS = {
@@ -92,20 +93,7 @@ def _convert(spec: DatasetSpec, source: Path, options: ConvertOptions) -> Path:
             others = ", ".join(str(r) for r in roots if r not in tiff_roots)
             report.notes.append(f"using the TIFF copy {tiff_roots[0]}; ignored: {others}")
             roots = tiff_roots
-    if not roots:
-        raise ConversionError(
-            "no CVC-ClinicDB folder found here or up to 3 levels down: expected Original/<n>.tif and "
-            "'Ground Truth'/<n>.tif",
-            source,
-            hint="pass the folder you unpacked the CVC-ClinicDB download into",
-        )
-    if len(roots) > 1:
-        raise ConversionError(
-            "found several CVC-ClinicDB folders: " + ", ".join(str(r) for r in roots[:5]),
-            source,
-            hint="pass the one you want to convert as SOURCE",
-        )
-    root = roots[0]
+    root = single_dir(roots, source, "CVC-ClinicDB", "Original/<n>.tif and 'Ground Truth'/<n>.tif")
     image_dir, gt_dir = child_dir(root, "Original"), _gt_dir(root)
     images = index_cases(image_dir, report, _frame_id)
     masks = defaultdict(list, {k: [v] for k, v in index_cases(gt_dir, report, _frame_id).items()})

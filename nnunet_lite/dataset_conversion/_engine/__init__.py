@@ -26,6 +26,7 @@ from .discovery import (
     pair_folders,
     require_source,
     sanitize_id,
+    single_dir,
 )
 from .errors import ConversionError, Terminated
 from .nifti import Geometry, check_nifti_complete, geometry_mismatch, nifti_stem, orientation_code, read_nifti_header
@@ -73,5 +74,6 @@ __all__ = [
     "read_nifti_header",
     "require_source",
     "sanitize_id",
+    "single_dir",
     "validate_splits",
 ]

@@ -100,6 +100,24 @@ def find_one_dir(source: Path, predicate: Callable[[Path], bool], what: str, exp
     return found[0]
 
 
+def single_dir(found: Sequence[Path], source: Path, what: str, expected: str) -> Path:
+    """The one folder of ``found`` (from :func:`find_dirs`); an error saying ``expected`` if there is none, one listing
+    them if there are several ``what`` folders."""
+    if not found:
+        raise ConversionError(
+            f"no {what} folder found here or up to 3 levels down: expected {expected}",
+            source,
+            hint=f"pass the folder you unpacked the {what} download into",
+        )
+    if len(found) > 1:
+        raise ConversionError(
+            f"found several {what} folders: " + ", ".join(str(r) for r in found[:5]),
+            source,
+            hint="pass the one you want to convert as SOURCE",
+        )
+    return found[0]
+
+
 def find_folders(source: Path, names: dict[str, Sequence[str]], max_depth: int = 3) -> dict[str, Path | None]:
     """Locate folders by name (case-insensitive, see :func:`norm_name`) at or below ``source``.
 
