@@ -76,7 +76,8 @@ def test_latency_measures_a_known_duration():
     # a 30 ms forward: the median is at least that (in seconds) and, even on a busy CPU, not five times more; the
     # spread of the timed blocks is scheduling jitter, well below the duration itself
     assert 0.03 <= latency.median_s < 0.15, latency
-    assert 0 <= latency.iqr_s < latency.median_s and latency.runs >= 5, latency
+    # blocked_autorange times blocks of 1 or ~7 forwards (its own choice): 2 to ~14 blocks in 0.4 s
+    assert 0 <= latency.iqr_s < latency.median_s and latency.runs >= 2, latency
 
 
 def test_statistics_helpers():
