@@ -137,7 +137,8 @@ def main(argv: list[str] | None = None) -> int:
     import torch
 
     from nnunet_lite.deploy.benchmark import environment_line, measure_latencies
-    from nnunet_lite.deploy.fast_predict import OnnxEngine, TorchEngine, predict_folder_fast
+    from nnunet_lite.deploy.engines import OnnxEngine, TorchEngine
+    from nnunet_lite.deploy.fast_predict import predict_folder_fast
     from nnunet_lite.deploy.onnx_runtime import create_session, run_session
     from nnunet_lite.deploy.sidecar import load_export
 

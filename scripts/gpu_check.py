@@ -94,7 +94,8 @@ def main(argv: list[str] | None = None) -> int:
     from benchmark_end_to_end import TRAINERS, build_environment
 
     from nnunet_lite.comparison.nnunet_io import build_network, default_plans_for_shape, find_trainer_class
-    from nnunet_lite.deploy.fast_predict import OnnxEngine, TorchEngine, predict_folder_fast
+    from nnunet_lite.deploy.engines import OnnxEngine, TorchEngine
+    from nnunet_lite.deploy.fast_predict import predict_folder_fast
     from nnunet_lite.nnunet_env import make_trainers_discoverable
     from nnunet_lite.profiling import count_parameters
 

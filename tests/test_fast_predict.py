@@ -15,7 +15,8 @@ import pytest
 import torch
 from torch import nn
 
-from nnunet_lite.deploy.fast_predict import _groups, mirror_combinations, sliding_window_logits
+from nnunet_lite.deploy.fast_predict import _groups
+from nnunet_lite.deploy.sliding_window import mirror_combinations, sliding_window_logits
 
 from .conftest import run_cli
 
@@ -305,7 +306,7 @@ needs_cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a C
 @pytest.mark.parametrize("precision", ["fp32", "fp16", "bf16"])
 def test_sliding_window_on_cuda_matches_cpu(precision):
     """The batched sliding window on CUDA (logits accumulated on the GPU, autocast) against nnU-Net on the CPU."""
-    from nnunet_lite.deploy.fast_predict import _torch_forward
+    from nnunet_lite.deploy.engines import _torch_forward
 
     network = Asymmetric(nn.Conv2d, 3, heads=3).eval()
     images = [torch.randn(3, 1, 45, 70, generator=torch.Generator().manual_seed(i)) for i in range(2)]
@@ -347,7 +348,7 @@ def test_cuda_torch_engine_matches_nnunetv2_predict(untrained_2d, extra, tmp_pat
 def test_sliding_window_slicers_equal_nnunet(image_size, patch, step):
     from nnunetv2.inference.predict_from_raw_data import nnUNetPredictor
 
-    from nnunet_lite.deploy.fast_predict import sliding_window_slicers
+    from nnunet_lite.deploy.sliding_window import sliding_window_slicers
 
     predictor = SimpleNamespace(
         configuration_manager=SimpleNamespace(patch_size=list(patch)), tile_step_size=step, verbose=False
@@ -362,7 +363,8 @@ def test_list_cases_follows_nnunet_naming(tmp_path):
         get_identifiers_from_splitted_dataset_folder,
     )
 
-    from nnunet_lite.deploy.fast_predict import PredictError, list_cases
+    from nnunet_lite.deploy.engines import PredictError
+    from nnunet_lite.deploy.fast_predict import list_cases
 
     names = ["b_0000.nii.gz", "b_0001.nii.gz", "a_1_0000.nii.gz", "a_0000.nii.gz", "c_0000.png", "notes.txt"]
     for name in names:

@@ -20,8 +20,8 @@ def _model_folder(args: argparse.Namespace) -> Path:
 
 
 def load_engine(args: argparse.Namespace):
-    """The :class:`~nnunet_lite.deploy.fast_predict.Engine` the arguments name."""
-    from ..deploy.fast_predict import OnnxEngine, PredictError, TorchEngine
+    """The :class:`~nnunet_lite.deploy.engines.Engine` the arguments name."""
+    from ..deploy.engines import OnnxEngine, PredictError, TorchEngine
 
     folder = _model_folder(args)
     if not folder.is_dir():
@@ -65,7 +65,8 @@ def run(args: argparse.Namespace) -> int:
         # read when torch loads OpenMP: idle threads that spin made a shared 2-core machine 5-20x slower
         # (docs/deployment.md); the user's own setting wins
         os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
-    from ..deploy.fast_predict import PredictError, predict_folder_fast
+    from ..deploy.engines import PredictError
+    from ..deploy.fast_predict import predict_folder_fast
     from ..deploy.onnx_runtime import ExportError
     from ..deploy.sidecar import SidecarError
 

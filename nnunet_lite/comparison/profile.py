@@ -125,7 +125,8 @@ def time_predictor(
 def time_fast_path(predictor, lists: list[list[str]], device: torch.device) -> dict:
     """Images per second of ``nnunet_lite predict``'s pipeline (same weights and plans as ``predictor``), TTA off
     and on, next to ``nnUNetPredictor``'s; the first run of each setting also warms up."""
-    from ..deploy.fast_predict import engine_from_predictor, predict_folder_fast
+    from ..deploy.engines import engine_from_predictor
+    from ..deploy.fast_predict import predict_folder_fast
 
     engine = engine_from_predictor(predictor, device=device.type)
     out = {}

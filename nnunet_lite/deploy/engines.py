@@ -1,0 +1,191 @@
+"""Models for ``nnunet_lite predict``'s fast path: an :class:`Engine` is nnU-Net's plans plus a batched network call.
+
+:class:`OnnxEngine` loads an ``nnunet_lite export`` folder (onnxruntime on CPU or its CUDA provider);
+:class:`TorchEngine` loads any trainer's checkpoint as ``nnUNetv2_predict`` does (on CPU with the output-preserving
+inference forms of :mod:`nnunet_lite.deploy.optimize`, on CUDA with fp16/bf16 autocast and optional ``torch.compile``).
+"""
+
+from __future__ import annotations
+
+import copy
+import os
+from collections.abc import Callable, Sequence
+from dataclasses import field
+from pathlib import Path
+
+import torch
+
+
+class PredictError(RuntimeError):
+    """Bad input for prediction; the message names the file or value and what to do."""
+
+
+class Engine:
+    """What the pipeline needs from a model: nnU-Net's plans and a batched network call (logits out)."""
+
+    plans_manager: object
+    configuration_manager: object
+    dataset_json: dict
+    mirror_axes: tuple[int, ...] | None
+    device: torch.device
+    forwards: list[Callable[[torch.Tensor], torch.Tensor]]  # one per fold: averaged like nnU-Net's ensemble
+    description: str
+    # windows (mirrored copies included) per network call; None: up to the element budget. 1 on CPU: batches were
+    # measured slower there (onnxruntime, AULUNet, 2 threads: 13 ms per image at batch 1, 120-170 ms at 4-8)
+    max_batch: int | None = None
+    info: dict = field(default_factory=dict)
+
+    @property
+    def label_manager(self):
+        return self.plans_manager.get_label_manager(self.dataset_json)
+
+
+class OnnxEngine:
+    """Loads an ``nnunet_lite export`` folder into an :class:`Engine` running onnxruntime."""
+
+    @staticmethod
+    def load(export_folder: str | os.PathLike, threads: int | None = None, device: str = "cpu") -> Engine:
+        from .onnx_runtime import create_session, run_session
+        from .sidecar import load_export
+
+        export = load_export(export_folder)
+        plans_manager = export.plans_manager()
+        session = create_session(export.model_path, threads, allow_spinning=False)
+        provider = "CPUExecutionProvider"
+        if device == "cuda":
+            import onnxruntime as ort
+
+            if "CUDAExecutionProvider" not in ort.get_available_providers():
+                raise PredictError(
+                    "onnxruntime has no CUDA provider here (pip install onnxruntime-gpu), or use --engine torch"
+                )
+            session = ort.InferenceSession(
+                os.fspath(export.model_path), providers=["CUDAExecutionProvider", "CPUExecutionProvider"]
+            )
+            provider = "CUDAExecutionProvider"
+
+        def forward(x: torch.Tensor) -> torch.Tensor:
+            return torch.from_numpy(run_session(session, x))
+
+        return Engine(
+            plans_manager=plans_manager,
+            configuration_manager=plans_manager.get_configuration(export.configuration),
+            dataset_json=export.dataset_json,
+            mirror_axes=tuple(export.mirror_axes) if export.mirror_axes is not None else None,
+            device=torch.device("cpu"),
+            forwards=[forward],
+            description=f"onnxruntime {provider} ({Path(export.model_path).name})",
+            max_batch=None
+            if export.sidecar["model"].get("dynamic_batch") and provider != "CPUExecutionProvider"
+            else 1,
+        )
+
+
+class TorchEngine:
+    """Loads a trained nnU-Net model folder (any trainer) into an :class:`Engine` running PyTorch."""
+
+    @staticmethod
+    def load(
+        model_folder: str | os.PathLike,
+        folds: Sequence[int | str] = (0,),
+        checkpoint_name: str = "checkpoint_final.pth",
+        *,
+        device: str = "cpu",
+        threads: int | None = None,
+        precision: str = "auto",
+        compile: bool = False,
+        optimize: bool = True,
+    ) -> Engine:
+        """``precision``: ``fp32``, ``fp16`` or ``bf16`` (autocast, CUDA only); ``auto``: fp16 autocast on CUDA as
+        ``nnUNetv2_predict`` does, fp32 on CPU. ``optimize``: the CPU rewrites of ``optimize_for_cpu_inference``."""
+        from nnunetv2.inference.predict_from_raw_data import nnUNetPredictor
+
+        from ..checkpoints import CheckpointError, load_checkpoint
+        from ..nnunet_env import make_trainers_discoverable
+
+        model_folder = Path(model_folder)
+        for name in ("plans.json", "dataset.json"):
+            if not (model_folder / name).is_file():
+                raise PredictError(f"{model_folder / name} is missing: -m must be an nnU-Net results folder")
+        for fold in folds:
+            checkpoint = model_folder / f"fold_{fold}" / checkpoint_name
+            if not checkpoint.is_file():
+                raise PredictError(
+                    f"{checkpoint} not found: train it with nnUNetv2_train or choose folds with -f and the checkpoint "
+                    f"with -chk"
+                )
+            try:  # safely first: nnU-Net's loader below unpickles with weights_only=False
+                load_checkpoint(checkpoint)
+            except CheckpointError as e:
+                raise PredictError(str(e)) from None
+        torch_device = torch.device(device)
+        if torch_device.type == "cuda" and not torch.cuda.is_available():
+            raise PredictError("--device cuda but torch sees no CUDA device; use --device cpu")
+        if threads and torch_device.type == "cpu":
+            torch.set_num_threads(threads)
+        make_trainers_discoverable()
+        predictor = nnUNetPredictor(device=torch.device("cpu"), allow_tqdm=False, verbose=False)
+        predictor.initialize_from_trained_model_folder(
+            str(model_folder),
+            use_folds=[f if f == "all" else int(f) for f in folds],
+            checkpoint_name=checkpoint_name,
+        )
+        return engine_from_predictor(predictor, device=device, precision=precision, compile=compile, optimize=optimize)
+
+
+def engine_from_predictor(
+    predictor, *, device: str = "cpu", precision: str = "auto", compile: bool = False, optimize: bool = True
+) -> Engine:
+    """An :class:`Engine` from an initialised ``nnUNetPredictor`` (its network, fold weights, plans and mirroring
+    axes); see :meth:`TorchEngine.load` for the arguments."""
+    from .optimize import optimize_for_cpu_inference
+
+    torch_device = torch.device(device)
+    network = predictor.network
+    if hasattr(network, "_orig_mod"):  # nnUNet_compile: work on the plain module
+        network = network._orig_mod
+    if precision == "auto":
+        precision = "fp16" if torch_device.type == "cuda" else "fp32"
+    if precision != "fp32" and torch_device.type != "cuda":
+        raise PredictError(f"--precision {precision} needs --device cuda (CPU inference runs in fp32)")
+    dtype = {"fp16": torch.float16, "bf16": torch.bfloat16, "fp32": None}[precision]
+    forwards = []
+    for params in predictor.list_of_parameters:
+        network.load_state_dict(params)
+        if torch_device.type == "cpu" and optimize:
+            net = optimize_for_cpu_inference(network)
+        else:
+            net = copy.deepcopy(network).eval()
+        net = net.to(torch_device)
+        if compile:
+            net = torch.compile(net)
+        forwards.append(_torch_forward(net, torch_device, dtype, channels_last=torch_device.type == "cpu"))
+    return Engine(
+        plans_manager=predictor.plans_manager,
+        configuration_manager=predictor.configuration_manager,
+        dataset_json=predictor.dataset_json,
+        mirror_axes=predictor.allowed_mirroring_axes,
+        device=torch_device,
+        forwards=forwards,
+        max_batch=1 if torch_device.type == "cpu" else None,
+        description=f"PyTorch {torch_device.type} {precision}{' compiled' if compile else ''}"
+        f"{' optimised' if optimize and torch_device.type == 'cpu' else ''} ({predictor.trainer_name})",
+    )
+
+
+def _torch_forward(net, device: torch.device, dtype, channels_last: bool) -> Callable[[torch.Tensor], torch.Tensor]:
+    from .optimize import to_channels_last
+
+    @torch.inference_mode()
+    def forward(x: torch.Tensor) -> torch.Tensor:
+        x = x.to(device, non_blocking=True)
+        if channels_last:
+            x = to_channels_last(x)
+        if dtype is not None:
+            with torch.autocast(device.type, dtype=dtype):
+                out = net(x)
+        else:
+            out = net(x)
+        return out.float().contiguous()
+
+    return forward
