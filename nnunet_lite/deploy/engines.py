@@ -10,7 +10,7 @@ from __future__ import annotations
 import copy
 import os
 from collections.abc import Callable, Sequence
-from dataclasses import field
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
@@ -20,6 +20,7 @@ class PredictError(RuntimeError):
     """Bad input for prediction; the message names the file or value and what to do."""
 
 
+@dataclass
 class Engine:
     """What the pipeline needs from a model: nnU-Net's plans and a batched network call (logits out)."""
 
