@@ -207,8 +207,16 @@ def test_find_best_configuration_and_ensemble(trained_2d, lesions_2d, tmp_path):
             *FAST_PREDICT,
         )
         folders.append(str(out))
-    run_cli("nnUNetv2_ensemble", "-i", *folders, "-o", str(tmp_path / "ensemble"), "-np", "1")
-    assert len(list((tmp_path / "ensemble").glob("*.png"))) == 4
+    ensemble = tmp_path / "ensemble"
+    run_cli("nnUNetv2_ensemble", "-i", *folders, "-o", str(ensemble), "-np", "1")
+    test_ids = sorted(p.name.removesuffix(".png") for p in (lesions_2d / "labelsTs").glob("*.png"))
+    assert sorted(p.name.removesuffix(".png") for p in ensemble.glob("*.png")) == test_ids
+    pred = np.stack([np.asarray(Image.open(ensemble / f"{case}.png")) for case in test_ids])
+    score, baselines = assert_beats_constant_baselines(
+        pred == 1, read_masks(lesions_2d / "labelsTs", test_ids),
+        read_masks(lesions_2d / "labelsTr", fold_split(lesions_2d)[0]), min(MARGIN[t] for t in TRAINERS_2D[:2]), 8,
+    )  # fmt: skip
+    print(f"ensemble of {TRAINERS_2D[:2]}: test Dice {score:.3f}, best constant {max(baselines.values()):.3f}")
 
 
 def copy_of_results(trained_folder: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
