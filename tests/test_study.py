@@ -139,8 +139,17 @@ def test_runtime_minutes():
 
 
 def test_resume_flag_follows_the_checkpoints(tmp_path):
+    import torch
+
     assert resume_flag(tmp_path) == []
-    (tmp_path / "checkpoint_latest.pth").write_bytes(b"")
+    torch.save({"current_epoch": 2, "network_weights": {}}, tmp_path / "checkpoint_latest.pth")
+    assert resume_flag(tmp_path) == ["--c"]
+    # cancelled while nnU-Net wrote it: a truncated checkpoint is set aside, --c would crash on it
+    data = (tmp_path / "checkpoint_latest.pth").read_bytes()
+    (tmp_path / "checkpoint_latest.pth").write_bytes(data[: len(data) // 2])
+    assert resume_flag(tmp_path) == []
+    assert (tmp_path / "checkpoint_latest.pth.damaged").is_file()
+    torch.save({"current_epoch": 1, "network_weights": {}}, tmp_path / "checkpoint_best.pth")
     assert resume_flag(tmp_path) == ["--c"]
     (tmp_path / "checkpoint_final.pth").write_bytes(b"")  # killed during validation: only validate again
     assert resume_flag(tmp_path) == ["--val"]

@@ -29,7 +29,25 @@ def resume_flag(fold_dir: Path) -> list[str]:
     fold_dir = Path(fold_dir)
     if (fold_dir / "checkpoint_final.pth").is_file():
         return ["--val"]
-    return ["--c"] if (fold_dir / "checkpoint_latest.pth").is_file() else []
+    for name in ("checkpoint_latest.pth", "checkpoint_best.pth"):
+        _set_aside_if_damaged(fold_dir / name)
+    # nnU-Net's --c takes checkpoint_latest.pth, else checkpoint_best.pth
+    resumable = any((fold_dir / n).is_file() for n in ("checkpoint_latest.pth", "checkpoint_best.pth"))
+    return ["--c"] if resumable else []
+
+
+def _set_aside_if_damaged(checkpoint: Path) -> None:
+    """A job killed while nnU-Net wrote a checkpoint (scancel, SIGKILL) leaves a truncated file that --c would crash
+    on: rename it to ``*.damaged`` so that nnU-Net resumes from the other checkpoint, or starts the fold again."""
+    from ..checkpoints import CheckpointError, load_checkpoint
+
+    if not checkpoint.is_file():
+        return
+    try:
+        load_checkpoint(checkpoint)
+    except CheckpointError as e:
+        checkpoint.rename(checkpoint.with_name(checkpoint.name + ".damaged"))
+        print(f"nnunet_lite study: {e}; set aside as {checkpoint.name}.damaged", file=sys.stderr)
 
 
 def state_files(log: Path) -> tuple[Path, Path]:
