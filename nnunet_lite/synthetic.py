@@ -145,3 +145,29 @@ def make_organ_dataset_3d(
         converted_by="nnunet_lite",
     )
     return out
+
+
+def save_untrained_checkpoint(dataset: str, configuration: str, trainer_name: str, fold: int = 0) -> Path:
+    """The trainer's own ``checkpoint_final.pth`` of its freshly initialised network in ``nnUNet_results``, with
+    ``plans.json`` and ``dataset.json`` beside it, as ``nnUNetv2_train`` leaves them; returns the model folder.
+
+    For speed and equality tests of inference, which do not depend on the weights. The checkpoint records the
+    trainer's test-time mirroring axes, which nnU-Net only sets when training starts: without them
+    ``nnUNetv2_predict`` and ``nnunet_lite predict`` would silently skip TTA. Needs the dataset planned and
+    preprocessed, and the trainers discoverable (:func:`nnunet_lite.nnunet_env.make_trainers_discoverable`).
+    """
+    import shutil
+
+    import torch
+    from nnunetv2.run.run_training import get_trainer_from_args
+
+    trainer = get_trainer_from_args(dataset, configuration, fold, trainer_name, device=torch.device("cpu"))
+    trainer.initialize()
+    trainer.configure_rotation_dummyDA_mirroring_and_inital_patch_size()  # sets inference_allowed_mirroring_axes
+    output = Path(trainer.output_folder)
+    output.mkdir(parents=True, exist_ok=True)
+    trainer.save_checkpoint(str(output / "checkpoint_final.pth"))
+    preprocessed = Path(trainer.preprocessed_dataset_folder_base)
+    for name, target in (("nnUNetPlans.json", "plans.json"), ("dataset.json", "dataset.json")):
+        shutil.copy(preprocessed / name, Path(trainer.output_folder_base) / target)
+    return Path(trainer.output_folder_base)

@@ -78,23 +78,17 @@ def build_environment(root: Path, num_images: int, size: int, trainers: dict[str
 
 def _models(root: Path, trainers: dict[str, str], export: bool, bin_dir: Path) -> dict:
     """One untrained checkpoint (and ONNX export) per trainer, made unless already in ``root``."""
-    import torch
-    from nnunetv2.run.run_training import get_trainer_from_args
+    from nnunet_lite.synthetic import save_untrained_checkpoint
 
     models = {}
     for name, trainer_name in trainers.items():
         folder = root / "results" / f"Dataset{DATASET_ID}_SyntheticLesions" / f"{trainer_name}__nnUNetPlans__2d"
         export_folder = root / "exports" / trainer_name
-        if (folder / "fold_0" / "checkpoint_final.pth").is_file() and (not export or export_folder.is_dir()):
+        if _has_mirroring_checkpoint(folder) and (not export or export_folder.is_dir()):
             models[name] = {"trainer": trainer_name, "folder": folder, "export": export_folder}
             continue
-        trainer = get_trainer_from_args(str(DATASET_ID), "2d", 0, trainer_name, device=torch.device("cpu"))
-        trainer.initialize()
-        Path(trainer.output_folder).mkdir(parents=True, exist_ok=True)
-        trainer.save_checkpoint(str(Path(trainer.output_folder) / "checkpoint_final.pth"))
-        preprocessed = Path(trainer.preprocessed_dataset_folder_base)
-        shutil.copy(preprocessed / "nnUNetPlans.json", Path(trainer.output_folder_base) / "plans.json")
-        shutil.copy(preprocessed / "dataset.json", Path(trainer.output_folder_base) / "dataset.json")
+        shutil.rmtree(export_folder, ignore_errors=True)  # an export of an older checkpoint
+        folder = save_untrained_checkpoint(str(DATASET_ID), "2d", trainer_name)
         if export:
             subprocess.run(
                 [str(bin_dir / "nnunet_lite"), "export", "-d", str(DATASET_ID), "-c", "2d", "-tr", trainer_name]
@@ -102,9 +96,18 @@ def _models(root: Path, trainers: dict[str, str], export: bool, bin_dir: Path) -
                 check=True,
                 capture_output=True,
             )
-        models[name] = {"trainer": trainer_name, "folder": Path(trainer.output_folder_base), "export": export_folder}
+        models[name] = {"trainer": trainer_name, "folder": folder, "export": export_folder}
         log(f"{name}: checkpoint and export ready")
     return models
+
+
+def _has_mirroring_checkpoint(folder: Path) -> bool:
+    """A checkpoint exists and records mirroring axes (older versions of this script saved none, so the TTA columns
+    ran without mirroring)."""
+    from nnunet_lite.checkpoints import load_checkpoint
+
+    path = folder / "fold_0" / "checkpoint_final.pth"
+    return path.is_file() and bool(load_checkpoint(path).get("inference_allowed_mirroring_axes"))
 
 
 def stock_predict(images: Path, output: Path, trainer: str) -> float:
@@ -173,6 +176,9 @@ def main(argv: list[str] | None = None) -> int:
                 start = time.perf_counter()
                 engines[(name, "torch")] = TorchEngine.load(m["folder"], (0,), threads=args.threads)
                 startup[(name, "torch")] = time.perf_counter() - start
+        for (name, _), engine in engines.items():
+            if not engine.mirror_axes:  # the TTA columns would time unmirrored prediction
+                raise SystemExit(f"{name}: the model records no mirroring axes; delete {workdir} and run again")
         warmup = workdir / "warmup_image"  # first calls (session allocations, the Gaussian) are not throughput
         warmup.mkdir(exist_ok=True)
         first = sorted(images.glob("*.png"))[0]

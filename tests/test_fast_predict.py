@@ -6,7 +6,6 @@ end-to-end comparisons with ``nnUNetv2_predict`` on trained models are in tests/
 """
 
 import os
-import shutil
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -121,21 +120,15 @@ def test_groups_split_on_shape_and_size():
 
 
 def save_untrained_checkpoint(dataset: str, configuration: str, trainer_name: str) -> Path:
-    """The trainer's own checkpoint of its freshly initialised network, in nnUNet_results (no training): speed and
-    equality with nnUNetv2_predict do not depend on the weights. Returns the model folder."""
-    from nnunetv2.run.run_training import get_trainer_from_args
-
+    """An untrained checkpoint that records the trainer's mirroring axes, so that both predictors run TTA."""
     from nnunet_lite.nnunet_env import make_trainers_discoverable
+    from nnunet_lite.synthetic import save_untrained_checkpoint as save
 
     make_trainers_discoverable()
-    trainer = get_trainer_from_args(dataset, configuration, 0, trainer_name, device=torch.device("cpu"))
-    trainer.initialize()
-    Path(trainer.output_folder).mkdir(parents=True, exist_ok=True)
-    trainer.save_checkpoint(str(Path(trainer.output_folder) / "checkpoint_final.pth"))
-    preprocessed = Path(trainer.preprocessed_dataset_folder_base)
-    for name, target in (("nnUNetPlans.json", "plans.json"), ("dataset.json", "dataset.json")):
-        shutil.copy(preprocessed / name, Path(trainer.output_folder_base) / target)
-    return Path(trainer.output_folder_base)
+    model = save(dataset, configuration, trainer_name)
+    checkpoint = torch.load(model / "fold_0" / "checkpoint_final.pth", map_location="cpu", weights_only=False)
+    assert checkpoint["inference_allowed_mirroring_axes"], "no mirroring axes: the TTA comparison would be vacuous"
+    return model
 
 
 @pytest.fixture(scope="module")
