@@ -10,6 +10,7 @@ per network:
   forward-only bound 1 / latency in images/s;
 - ``nnunet_lite predict`` with the ONNX engine and with the PyTorch engine, TTA off and on, in this process
   (interleaved rounds; model loading is timed separately, as ``start-up``);
+- with ``--openvino``, the same export on :class:`~nnunet_lite.deploy.engines.OpenVinoEngine` (``--engine openvino``);
 - stock ``nnUNetv2_predict`` (its defaults: 3 preprocessing and 3 export processes; ``--disable_tta``) on the
   first ``--stock-images`` images, wall time of the command including its start-up.
 
@@ -127,6 +128,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--size", type=int, default=256, help="image and patch size (default 256)")
     parser.add_argument("--rounds", type=int, default=2, help="interleaved rounds of the in-process runs (2)")
     parser.add_argument("--skip-torch", action="store_true", help="leave out the PyTorch engine")
+    parser.add_argument("--openvino", action="store_true", help="add the OpenVINO engine (pip install openvino)")
     parser.add_argument("--skip-stock", action="store_true", help="leave out nnUNetv2_predict")
     parser.add_argument("--spin", action="store_true", help="let idle threads spin (dedicated machines)")
     parser.add_argument("--workdir", default=None, help="keep the environment here (default: a temporary folder)")
@@ -140,7 +142,7 @@ def main(argv: list[str] | None = None) -> int:
     import torch
 
     from nnunet_lite.deploy.benchmark import environment_line, measure_latencies
-    from nnunet_lite.deploy.engines import OnnxEngine, TorchEngine
+    from nnunet_lite.deploy.engines import OnnxEngine, OpenVinoEngine, TorchEngine
     from nnunet_lite.deploy.fast_predict import predict_folder_fast
     from nnunet_lite.deploy.onnx_runtime import create_session, run_session
     from nnunet_lite.deploy.sidecar import load_export
@@ -172,6 +174,10 @@ def main(argv: list[str] | None = None) -> int:
             start = time.perf_counter()
             engines[(name, "onnx")] = OnnxEngine.load(m["export"], threads=args.threads)
             startup[(name, "onnx")] = time.perf_counter() - start
+            if args.openvino:
+                start = time.perf_counter()
+                engines[(name, "openvino")] = OpenVinoEngine.load(m["export"], threads=args.threads)
+                startup[(name, "openvino")] = time.perf_counter() - start
             if not args.skip_torch:
                 start = time.perf_counter()
                 engines[(name, "torch")] = TorchEngine.load(m["folder"], (0,), threads=args.threads)
@@ -215,15 +221,22 @@ def main(argv: list[str] | None = None) -> int:
     lines = [
         "| network | forward ms (onnxruntime) | forward bound img/s | `nnunet_lite predict` ONNX img/s, TTA off "
         "(of bound) | ONNX, TTA on (of its bound) |"
+        + (" OpenVINO img/s, TTA off | OpenVINO, TTA on |" if args.openvino else "")
         + (" PyTorch engine img/s, TTA off |" if not args.skip_torch else "")
         + (" stock `nnUNetv2_predict` img/s, TTA off | lite vs stock nnU-Net default |" if stock else ""),
-        "|---|---:|---:|---:|---:|" + ("---:|" if not args.skip_torch else "") + ("---:|---:|" if stock else ""),
+        "|---|---:|---:|---:|---:|"
+        + ("---:|---:|" if args.openvino else "")
+        + ("---:|" if not args.skip_torch else "")
+        + ("---:|---:|" if stock else ""),
     ]
     for name in env["models"]:
         ms = forward[name].median_s * 1e3
         bound = 1e3 / ms
         off, on = ips((name, "onnx", False)), ips((name, "onnx", True))
         row = f"| {name} | {ms:.1f} | {bound:.1f} | {off:.1f} ({off / bound:.0%}) | {on:.1f} ({on / (bound / 4):.0%}) |"
+        if args.openvino:
+            ov_off, ov_on = ips((name, "openvino", False)), ips((name, "openvino", True))
+            row += f" {ov_off:.1f} | {ov_on:.1f} |"
         if not args.skip_torch:
             row += f" {ips((name, 'torch', False)):.1f} |"
         if stock:

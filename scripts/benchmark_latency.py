@@ -47,6 +47,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--block-seconds", type=float, default=0.5, help="length of one timed block (default 0.5)")
     parser.add_argument("--skip-compile", action="store_true", help="leave out the torch.compile variant")
     parser.add_argument("--skip-onnxruntime", action="store_true", help="leave out the onnxruntime variant")
+    parser.add_argument("--openvino", action="store_true", help="add an OpenVINO column (pip install openvino)")
     parser.add_argument("--spin", action="store_true", help="let idle threads spin (dedicated machines)")
     parser.add_argument(
         "--update-readme",
@@ -76,7 +77,7 @@ def main(argv: list[str] | None = None) -> int:
         v
         for v in VARIANTS
         if not (v == "compiled" and args.skip_compile) and not (v == "onnxruntime" and args.skip_onnxruntime)
-    ]
+    ] + (["openvino"] if args.openvino else [])
     rows = benchmark_latency(
         default_networks_2d(args.shape[1]),
         tuple(args.shape),

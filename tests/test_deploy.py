@@ -143,6 +143,21 @@ def test_latency_benchmark_smoke(onnx_available):
     assert table.count("\n") == 1 + len(networks) and "onnxruntime ms" in table
 
 
+def test_openvino_variant_equals_pytorch():
+    pytest.importorskip("openvino")
+    from nnunet_lite.deploy.benchmark import prepare_variant
+
+    torch.manual_seed(0)
+    model = LGMSNet(3, 2).eval()
+    run = prepare_variant(model, "openvino", (1, 3, 64, 64), threads=1)
+    x = torch.randn(1, 3, 64, 64, generator=torch.Generator().manual_seed(0))  # prepare_variant's input
+    with torch.no_grad():
+        reference = model(x).numpy()
+    out = run()
+    assert out.shape == reference.shape and reference.std() > 0
+    assert np.abs(out - reference).max() <= 1e-3 * max(1.0, np.abs(reference).max())
+
+
 def test_profile_times_cpu_deployment_paths(onnx_available, tmp_path):
     report = tmp_path / "profile.json"
     args = ["--shape", "1", "3", "64", "64", "--num-classes", "2", "-tr", "nnUNetTrainerAULUNet", "--threads", "1"]

@@ -183,15 +183,18 @@ MAX_DIFFERING_SHARE = 2e-3
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("engine", ["torch", "onnx"])
+@pytest.mark.parametrize("engine", ["torch", "onnx", "openvino"])
 def test_2d_png_matches_nnunetv2_predict(untrained_2d, engine, tmp_path):
+    if engine == "openvino":
+        pytest.importorskip("openvino")
     model = untrained_2d["model"] if engine == "torch" else untrained_2d["export"]
     ours = tmp_path / "ours"
     proc = run_cli(
         "nnunet_lite", "predict", "-i", str(untrained_2d["raw"] / "imagesTs"), "-o", str(ours), "-m", str(model),
-        "--threads", "1", "--disable-progress-bar",
+        "--threads", "1", "--disable-progress-bar", "--engine", "auto" if engine != "openvino" else "openvino",
     )  # fmt: skip
     assert "5 segmentations" in proc.stdout and ("onnxruntime" in proc.stdout) == (engine == "onnx")
+    assert ("OpenVINO" in proc.stdout) == (engine == "openvino")
     differing, total = count_differing_pixels(untrained_2d["reference"], ours, ".png")
     assert differing / total <= MAX_DIFFERING_SHARE, (differing, total)
     assert (ours / "dataset.json").is_file() and (ours / "plans.json").is_file()
@@ -232,6 +235,12 @@ def test_continue_prediction_and_refusal_to_overwrite(untrained_2d, tmp_path, ca
     assert "does not exist" in capsys.readouterr().err
     assert main(["predict", "-i", str(images), "-o", str(tmp_path / "x"), "-m", str(tmp_path)]) == 1
     assert "not an nnunet_lite export folder" in capsys.readouterr().err
+    export = ["-m", str(untrained_2d["export"]), "--engine", "openvino"]
+    assert main(["predict", "-i", str(images), "-o", str(tmp_path / "y"), *export, "--device", "cuda"]) == 1
+    assert "runs on the CPU" in capsys.readouterr().err
+    results_folder = ["-m", str(untrained_2d["model"]), "--engine", "openvino"]
+    assert main(["predict", "-i", str(images), "-o", str(tmp_path / "z"), *results_folder]) == 1
+    assert "run nnunet_lite export first" in capsys.readouterr().err
 
 
 @pytest.fixture(scope="module")

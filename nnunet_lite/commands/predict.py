@@ -21,7 +21,7 @@ def _model_folder(args: argparse.Namespace) -> Path:
 
 def load_engine(args: argparse.Namespace):
     """The :class:`~nnunet_lite.deploy.engines.Engine` the arguments name."""
-    from ..deploy.engines import OnnxEngine, PredictError, TorchEngine
+    from ..deploy.engines import OnnxEngine, OpenVinoEngine, PredictError, TorchEngine
 
     folder = _model_folder(args)
     if not folder.is_dir():
@@ -33,11 +33,15 @@ def load_engine(args: argparse.Namespace):
             f"plans.json): pass an nnunet_lite export folder or nnUNet_results/DATASET/TRAINER__PLANS__CONF"
         )
     engine = args.engine if args.engine != "auto" else ("onnx" if is_export else "torch")
-    if engine == "onnx":
+    if engine in ("onnx", "openvino"):
         if not is_export:
             raise PredictError(f"{folder} is not an export folder (no model.json): run nnunet_lite export first")
         if args.precision not in ("auto", "fp32") or args.compile:
             raise PredictError("--precision and --compile apply to --engine torch (the ONNX model runs in fp32)")
+        if engine == "openvino":
+            if args.device != "cpu":
+                raise PredictError("--engine openvino runs on the CPU: use --engine onnx or torch with --device cuda")
+            return OpenVinoEngine.load(folder, threads=args.threads)
         return OnnxEngine.load(folder, threads=args.threads, device=args.device)
     if is_export:
         raise PredictError(f"{folder} is an export folder: --engine torch needs the nnUNet_results model folder")
@@ -142,7 +146,12 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("-p", default="nnUNetPlans", help="plans identifier with -d (default nnUNetPlans)")
     parser.add_argument("-f", nargs="+", default=None, help="folds (PyTorch engine; default: all present, as nnU-Net)")
     parser.add_argument("-chk", default="checkpoint_final.pth", help="checkpoint name (PyTorch engine)")
-    parser.add_argument("--engine", default="auto", choices=("auto", "onnx", "torch"), help="auto: by the -m folder")
+    parser.add_argument(
+        "--engine",
+        default="auto",
+        choices=("auto", "onnx", "openvino", "torch"),
+        help="auto: onnx for an export folder, torch for a results folder; openvino: an export folder on OpenVINO",
+    )
     parser.add_argument("--device", default="cpu", choices=("cpu", "cuda"), help="cpu (default) or cuda")
     parser.add_argument(
         "--precision",

@@ -8,7 +8,10 @@ Variants (:data:`VARIANTS`):
 - ``compiled``: the optimised network through ``torch.compile`` (inductor, with freezing: constant-folded weights,
   prepacked oneDNN convolutions, fused element-wise kernels); compiling takes tens of seconds per network;
 - ``onnxruntime``: the exported ONNX graph (the ``for_export`` rewrites) in an onnxruntime CPU session with all graph
-  optimisations.
+  optimisations;
+- ``openvino`` (optional, not in :data:`VARIANTS`; ``pip install openvino``): the same exported graph compiled by
+  OpenVINO's CPU plugin for latency, fp32 (measured as an alternative runtime in docs/deployment.md; ``nnunet_lite
+  predict`` does not use it).
 
 ``nnunet_lite profile`` and ``scripts/benchmark_latency.py`` both call :func:`benchmark_latency`;
 :func:`prepare_variant` and :func:`measure_latencies` are the building blocks.
@@ -32,11 +35,13 @@ from ..profiling import Latency
 from .optimize import has_depthwise_convolutions, optimize_for_cpu_inference, to_channels_last
 
 VARIANTS = ("eager", "optimized", "compiled", "onnxruntime")
+OPTIONAL_VARIANTS = ("openvino",)
 VARIANT_LABELS = {
     "eager": "eager",
     "optimized": "optimised",
     "compiled": "optimised + torch.compile",
     "onnxruntime": "onnxruntime",
+    "openvino": "OpenVINO",
 }
 
 
@@ -97,7 +102,7 @@ def prepare_variant(
 
     Args:
         model: the network (not modified).
-        variant: one of :data:`VARIANTS`.
+        variant: one of :data:`VARIANTS` or :data:`OPTIONAL_VARIANTS`.
         input_shape: ``(B, C, *spatial)``.
         threads: CPU threads (torch intra-op threads, or the onnxruntime session's).
         allow_spinning: onnxruntime pool threads may spin while idle (off for shared machines).
@@ -136,12 +141,34 @@ def prepare_variant(
             def run() -> object:
                 return run_session(session, array)
 
+        elif variant == "openvino":
+            run = _openvino_runner(model, x, threads)
         else:
-            raise ValueError(f"unknown variant {variant!r}; choose from {VARIANTS}")
+            raise ValueError(f"unknown variant {variant!r}; choose from {VARIANTS + OPTIONAL_VARIANTS}")
         for _ in range(2):
             run()
     finally:
         torch.set_num_threads(previous)
+    return run
+
+
+def _openvino_runner(model: nn.Module, x: torch.Tensor, threads: int) -> Callable[[], object]:
+    """The exported graph (static shape of ``x``) compiled by OpenVINO for the CPU: fp32, latency hint, ``threads``."""
+    try:
+        import openvino
+    except ImportError as e:
+        raise ImportError("the openvino variant needs OpenVINO: pip install openvino") from e
+    from .onnx_runtime import export_onnx
+
+    core = openvino.Core()
+    ir = core.read_model(export_onnx(optimize_for_cpu_inference(model, for_export=True), x, dynamic_batch=False), b"")
+    settings = {"INFERENCE_NUM_THREADS": threads, "PERFORMANCE_HINT": "LATENCY", "INFERENCE_PRECISION_HINT": "f32"}
+    request = core.compile_model(ir, "CPU", settings).create_infer_request()
+    array = x.numpy()
+
+    def run() -> object:
+        return request.infer({0: array})[0]
+
     return run
 
 
@@ -244,7 +271,7 @@ def benchmark_latency(
             baseline of the speed-up column).
         input_shape: ``(B, C, *spatial)``.
         threads: CPU threads for PyTorch and onnxruntime.
-        variants: subset of :data:`VARIANTS`.
+        variants: subset of :data:`VARIANTS` and :data:`OPTIONAL_VARIANTS`.
         rounds: timed blocks per network and variant.
         block_seconds: approximate length of one timed block.
         allow_spinning: onnxruntime threads may spin while idle (PyTorch's OpenMP threads follow
@@ -332,6 +359,10 @@ def environment_line(threads: int) -> str:
         import onnxruntime
 
         versions.append(f"onnxruntime {onnxruntime.__version__}")
+    with contextlib.suppress(ImportError):
+        import openvino
+
+        versions.append(f"OpenVINO {openvino.__version__.split('-')[0]}")
     load = ""
     with contextlib.suppress(OSError, AttributeError):
         load = f", load average {os.getloadavg()[0]:.1f} on {os.cpu_count()} logical CPUs"
