@@ -49,19 +49,28 @@ def atomic_folder(target: str | os.PathLike, *, overwrite: bool = False) -> Iter
     tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.", suffix=".partial", dir=target.parent))
     try:
         yield tmp
-        tmp.chmod(_umask_mode(0o777))
-        if target.exists():
-            old = Path(tempfile.mkdtemp(prefix=f".{target.name}.", suffix=".old", dir=target.parent))
-            os.replace(target, old / target.name)
-            try:
-                os.replace(tmp, target)
-            except BaseException:
-                os.replace(old / target.name, target)  # put the previous folder back
-                raise
-            finally:
-                shutil.rmtree(old, ignore_errors=True)
-        else:
-            os.replace(tmp, target)
+        move_into_place(tmp, target)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
+
+
+def move_into_place(tmp: Path, target: Path, *, aside_prefix: str | None = None, aside_name: str | None = None) -> None:
+    """Renames the finished folder ``tmp`` (a sibling of ``target``) to ``target``, with the permissions of a plain
+    ``mkdir``. An existing ``target`` is first moved into a ``*.old`` folder beside it (named with ``aside_prefix``,
+    holding it as ``aside_name``; defaults from ``target``'s name), put back if the rename fails, and deleted only once
+    ``tmp`` is in place."""
+    tmp.chmod(_umask_mode(0o777))
+    if not target.exists():
+        os.replace(tmp, target)
+        return
+    old = Path(tempfile.mkdtemp(prefix=aside_prefix or f".{target.name}.", suffix=".old", dir=target.parent))
+    aside = old / (aside_name or target.name)
+    os.replace(target, aside)
+    try:
+        os.replace(tmp, target)
+    except BaseException:
+        os.replace(aside, target)  # put the previous folder back
+        raise
+    finally:
+        shutil.rmtree(old, ignore_errors=True)

@@ -13,6 +13,7 @@ from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from ...atomic import move_into_place
 from .errors import ConversionError, sigterm_raises
 
 if TYPE_CHECKING:
@@ -120,21 +121,8 @@ def atomic_dataset_folder(output_root: Path, folder_name: str, dataset_id: int, 
         try:
             yield tmp
             target = check_target(output_root, folder_name, dataset_id, overwrite)
-            umask = os.umask(0)
-            os.umask(umask)
-            tmp.chmod(0o777 & ~umask)  # mkdtemp makes 0700 folders
-            if target.exists():
-                old = Path(tempfile.mkdtemp(prefix=f".{folder_name}.{_owner()}.", suffix=".old", dir=output_root))
-                os.replace(target, old / "dataset")
-                try:
-                    os.replace(tmp, target)
-                except BaseException:
-                    os.replace(old / "dataset", target)  # put the previous dataset back
-                    raise
-                finally:
-                    shutil.rmtree(old, ignore_errors=True)
-            else:
-                os.replace(tmp, target)
+            # the previous dataset waits in .<folder>.<owner>.*.old/dataset, where remove_stale_partials looks for it
+            move_into_place(tmp, target, aside_prefix=f".{folder_name}.{_owner()}.", aside_name="dataset")
         except BaseException:
             shutil.rmtree(tmp, ignore_errors=True)
             raise
