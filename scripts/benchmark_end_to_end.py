@@ -34,7 +34,7 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from benchmark_latency import README  # noqa: E402
+from benchmark_latency import README, replace_between_markers  # noqa: E402
 
 BEGIN_MARKER = "<!-- e2e-table:begin (scripts/benchmark_end_to_end.py --update-readme) -->"
 END_MARKER = "<!-- e2e-table:end -->"
@@ -267,22 +267,10 @@ def main(argv: list[str] | None = None) -> int:
             if key[1] == "onnx" and not key[2]:
                 print(f"  {key[0]}: " + ", ".join(f"{k} {v:.2f}" for k, v in value.items()), file=sys.stderr)
     if args.update_readme:
-        replace_between_markers_e2e(Path(args.update_readme), caption + "\n\n" + table)
+        replace_between_markers(Path(args.update_readme), caption + "\n\n" + table, BEGIN_MARKER, END_MARKER)
     if args.output:
         Path(args.output).write_text(caption + "\n\n" + table + "\n")
     return 0
-
-
-def replace_between_markers_e2e(path: Path, text: str) -> None:
-    """Replaces the end-to-end table between its own markers (atomic, like the latency table)."""
-    content = path.read_text()
-    if content.count(BEGIN_MARKER) != 1 or content.count(END_MARKER) != 1:
-        raise SystemExit(f"{path}: needs exactly one '{BEGIN_MARKER}' line and one '{END_MARKER}' line after it")
-    head, rest = content.split(BEGIN_MARKER)
-    _, tail = rest.split(END_MARKER)
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(f"{head}{BEGIN_MARKER}\n{text}\n{END_MARKER}{tail}")
-    tmp.replace(path)
 
 
 if __name__ == "__main__":

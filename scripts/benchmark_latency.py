@@ -26,16 +26,16 @@ BEGIN_MARKER = "<!-- latency-table:begin (scripts/benchmark_latency.py --update-
 END_MARKER = "<!-- latency-table:end -->"
 
 
-def replace_between_markers(path: Path, text: str) -> None:
-    """Replaces what lies between the marker lines of ``path`` with ``text`` (written to a temporary file, then
-    renamed over the original, so an interrupted run leaves the README as it was)."""
+def replace_between_markers(path: Path, text: str, begin: str = BEGIN_MARKER, end: str = END_MARKER) -> None:
+    """Replaces what lies between the marker lines ``begin`` and ``end`` of ``path`` with ``text`` (written to a
+    temporary file, then renamed over the original, so an interrupted run leaves the README as it was)."""
     content = path.read_text()
-    if content.count(BEGIN_MARKER) != 1 or content.count(END_MARKER) != 1:
-        raise SystemExit(f"{path}: needs exactly one '{BEGIN_MARKER}' line and one '{END_MARKER}' line after it")
-    head, rest = content.split(BEGIN_MARKER)
-    _, tail = rest.split(END_MARKER)
+    if content.count(begin) != 1 or content.count(end) != 1:
+        raise SystemExit(f"{path}: needs exactly one '{begin}' line and one '{end}' line after it")
+    head, rest = content.split(begin)
+    _, tail = rest.split(end)
     tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(f"{head}{BEGIN_MARKER}\n{text}\n{END_MARKER}{tail}")
+    tmp.write_text(f"{head}{begin}\n{text}\n{end}{tail}")
     tmp.replace(path)
 
 

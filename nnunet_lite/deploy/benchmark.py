@@ -154,16 +154,11 @@ def prepare_variant(
 
 def _openvino_runner(model: nn.Module, x: torch.Tensor, threads: int) -> Callable[[], object]:
     """The exported graph (static shape of ``x``) compiled by OpenVINO for the CPU: fp32, latency hint, ``threads``."""
-    try:
-        import openvino
-    except ImportError as e:
-        raise ImportError("the openvino variant needs OpenVINO: pip install openvino") from e
+    from .engines import openvino_infer_request
     from .onnx_runtime import export_onnx
 
-    core = openvino.Core()
-    ir = core.read_model(export_onnx(optimize_for_cpu_inference(model, for_export=True), x, dynamic_batch=False), b"")
-    settings = {"INFERENCE_NUM_THREADS": threads, "PERFORMANCE_HINT": "LATENCY", "INFERENCE_PRECISION_HINT": "f32"}
-    request = core.compile_model(ir, "CPU", settings).create_infer_request()
+    exported = export_onnx(optimize_for_cpu_inference(model, for_export=True), x, dynamic_batch=False)
+    request = openvino_infer_request(exported, x.shape[2:], threads, batch=x.shape[0])
     array = x.numpy()
 
     def run() -> object:

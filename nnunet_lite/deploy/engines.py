@@ -53,9 +53,10 @@ class OnnxEngine:
 
         export = load_export(export_folder)
         plans_manager = export.plans_manager()
-        session = create_session(export.model_path, threads, allow_spinning=False)
         provider = "CPUExecutionProvider"
-        if device == "cuda":
+        if device != "cuda":
+            session = create_session(export.model_path, threads, allow_spinning=False)
+        else:
             import onnxruntime as ort
 
             if "CUDAExecutionProvider" not in ort.get_available_providers():
@@ -70,18 +71,44 @@ class OnnxEngine:
         def forward(x: torch.Tensor) -> torch.Tensor:
             return torch.from_numpy(run_session(session, x))
 
-        return Engine(
-            plans_manager=plans_manager,
-            configuration_manager=plans_manager.get_configuration(export.configuration),
-            dataset_json=export.dataset_json,
-            mirror_axes=tuple(export.mirror_axes) if export.mirror_axes is not None else None,
-            device=torch.device("cpu"),
-            forwards=[forward],
-            description=f"onnxruntime {provider} ({Path(export.model_path).name})",
-            max_batch=None
-            if export.sidecar["model"].get("dynamic_batch") and provider != "CPUExecutionProvider"
-            else 1,
-        )
+        max_batch = None if export.sidecar["model"].get("dynamic_batch") and provider != "CPUExecutionProvider" else 1
+        return _export_engine(export, plans_manager, forward, f"onnxruntime {provider}", max_batch)
+
+
+def _export_engine(export, plans_manager, forward: Callable, runtime: str, max_batch: int | None) -> Engine:
+    """The :class:`Engine` of an export folder whose network runs in ``forward`` (on the CPU side of the pipeline)."""
+    return Engine(
+        plans_manager=plans_manager,
+        configuration_manager=plans_manager.get_configuration(export.configuration),
+        dataset_json=export.dataset_json,
+        mirror_axes=tuple(export.mirror_axes) if export.mirror_axes is not None else None,
+        device=torch.device("cpu"),
+        forwards=[forward],
+        description=f"{runtime} ({Path(export.model_path).name})",
+        max_batch=max_batch,
+    )
+
+
+def openvino_infer_request(
+    onnx_model: str | os.PathLike | bytes, spatial: Sequence[int], threads: int | None = None, batch: int = 1
+):
+    """An OpenVINO CPU infer request for an ONNX model (file or bytes) with the static input shape ``(batch, C,
+    *spatial)``: fp32, latency hint, ``threads`` inference threads (None: OpenVINO's choice). ImportError without
+    OpenVINO."""
+    try:
+        import openvino
+    except ImportError as e:
+        raise ImportError("OpenVINO is not installed: pip install openvino") from e
+    core = openvino.Core()
+    model = (
+        core.read_model(onnx_model, b"") if isinstance(onnx_model, bytes) else core.read_model(os.fspath(onnx_model))
+    )
+    channels = model.inputs[0].get_partial_shape()[1].get_length()
+    model.reshape([batch, channels, *spatial])
+    settings = {"PERFORMANCE_HINT": "LATENCY", "INFERENCE_PRECISION_HINT": "f32"}
+    if threads:
+        settings["INFERENCE_NUM_THREADS"] = threads
+    return core.compile_model(model, "CPU", settings).create_infer_request()
 
 
 class OpenVinoEngine:
@@ -99,30 +126,16 @@ class OpenVinoEngine:
             raise PredictError("--engine openvino needs OpenVINO: pip install openvino (or use --engine onnx)") from e
         export = load_export(export_folder)
         plans_manager = export.plans_manager()
-        configuration = plans_manager.get_configuration(export.configuration)
-        core = openvino.Core()
-        model = core.read_model(os.fspath(export.model_path))
-        channels = model.inputs[0].get_partial_shape()[1].get_length()
-        model.reshape([1, channels, *configuration.patch_size])  # static: one window per call, as on onnxruntime
-        settings = {"PERFORMANCE_HINT": "LATENCY", "INFERENCE_PRECISION_HINT": "f32"}
-        if threads:
-            settings["INFERENCE_NUM_THREADS"] = threads
-        request = core.compile_model(model, "CPU", settings).create_infer_request()
+        patch_size = plans_manager.get_configuration(export.configuration).patch_size
+        # static shape: one window per call, as on onnxruntime
+        request = openvino_infer_request(export.model_path, patch_size, threads)
 
         def forward(x: torch.Tensor) -> torch.Tensor:
             out = request.infer({0: np.ascontiguousarray(x.numpy(), dtype=np.float32)})[0]
             return torch.from_numpy(out.copy())  # the request reuses its output buffer
 
-        return Engine(
-            plans_manager=plans_manager,
-            configuration_manager=configuration,
-            dataset_json=export.dataset_json,
-            mirror_axes=tuple(export.mirror_axes) if export.mirror_axes is not None else None,
-            device=torch.device("cpu"),
-            forwards=[forward],
-            description=f"OpenVINO {openvino.__version__.split('-')[0]} CPU ({Path(export.model_path).name})",
-            max_batch=1,
-        )
+        runtime = f"OpenVINO {openvino.__version__.split('-')[0]} CPU"
+        return _export_engine(export, plans_manager, forward, runtime, max_batch=1)
 
 
 class TorchEngine:
