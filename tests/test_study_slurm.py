@@ -169,6 +169,19 @@ def _latest_training_log(fold_dir: Path) -> str:
     return max(fold_dir.glob("training_log_*.txt"), key=lambda p: p.stat().st_mtime_ns).read_text()
 
 
+def _complete(checkpoint: Path) -> bool:
+    """The checkpoint exists and loads (not a file nnU-Net is still writing)."""
+    from nnunet_lite.checkpoints import CheckpointError, load_checkpoint
+
+    if not checkpoint.is_file():
+        return False
+    try:
+        load_checkpoint(checkpoint)
+    except CheckpointError:
+        return False
+    return True
+
+
 def _first_epoch(log: str) -> int:
     """The first epoch an nnU-Net training log reports ("...: Epoch 3"); 0 for a training from scratch."""
     return int(re.search(r": Epoch (\d+)\s*$", log, re.MULTILINE).group(1))
@@ -199,12 +212,18 @@ def test_study_on_slurm_cancelled_training_resumes(slurm_cluster, tmp_path, monk
     log = tmp_path / "first_run.log"
     with open(log, "w") as out:
         first = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
-    # Wait for one fold to finish and the other to be mid-run (checkpoint_latest.pth, no checkpoint_final.pth).
+    # Wait for one fold to finish and the other to be mid-run: no checkpoint_final.pth, and checkpoint_latest.pth and
+    # checkpoint_best.pth both complete. A file that merely exists may still be being written (nnU-Net's torch.save
+    # writes in place): cancelled then, the fold has nothing to resume from and rightly starts again from epoch 0.
     finished = cancelled = job_id = None
     deadline = time.time() + 900
     while cancelled is None and time.time() < deadline and first.poll() is None:
         done = [f for f, d in folds.items() if (d / "checkpoint_final.pth").is_file()]
-        mid = [f for f, d in folds.items() if (d / "checkpoint_latest.pth").is_file() and f not in done]
+        mid = [
+            f
+            for f, d in folds.items()
+            if f not in done and _complete(d / "checkpoint_latest.pth") and _complete(d / "checkpoint_best.pth")
+        ]
         if done and mid:
             finished, cancelled = done[0], mid[0]
             marker = _job_log(study, folds[cancelled]).with_suffix(".log.running")
