@@ -22,21 +22,10 @@ import torch
 from tqdm import tqdm
 
 from ..atomic import atomic_folder
-from ..comparison.nnunet_io import ComparisonError, dataset_name, quiet, require_env
+from ..comparison.nnunet_io import ComparisonError, dataset_name, quiet
 from ..nnunet_env import make_trainers_discoverable
 from .make import load_manifest
-
-
-def model_folder(dataset: str, trainer: str, plans_name: str, configuration: str) -> Path:
-    model = require_env("nnUNet_results") / dataset / f"{trainer}__{plans_name}__{configuration}"
-    if not model.is_dir():
-        found = sorted(p.name for p in model.parent.glob("*__*__*")) if model.parent.is_dir() else []
-        raise ComparisonError(f"no model folder {model} (found: {found or 'none'})")
-    return model
-
-
-def result_folder(model: Path, set_name: str, fold: str, sub: str) -> Path:
-    return model / "robustness" / set_name / f"fold_{fold}" / sub
+from .paths import model_folder, result_folder  # torch-free home of the result paths (report and figure read them)
 
 
 def is_done(folder: Path, manifest_id: str, checkpoint: str, use_mirroring: bool) -> bool:
