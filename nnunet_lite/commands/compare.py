@@ -26,6 +26,7 @@ def run(args: argparse.Namespace) -> int:
     from ..comparison.compare import run_compare
     from ..comparison.nnunet_io import ComparisonError, dataset_name
     from ..comparison.report import markdown, write_report
+    from ..robustness.report import compare_columns  # results of `nnunet_lite robustness run`, when present
 
     try:
         name = dataset_name(args.d)
@@ -45,6 +46,7 @@ def run(args: argparse.Namespace) -> int:
                 n_resamples=args.bootstrap,
                 seed=args.seed,
                 evaluation_folder=tmp / "test_evaluations",
+                extra_columns=compare_columns,
             )
             write_report(comparison, tmp, command_line(args))
     except ComparisonError as e:
@@ -68,7 +70,12 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("-tr", dest="trainers", nargs="+", default=None, help="trainers (default: all found)")
     parser.add_argument("-p", nargs="+", default=None, help="plans identifiers (default: all found)")
     parser.add_argument("-f", nargs="+", default=["0", "1", "2", "3", "4"], help="folds every model should have")
-    parser.add_argument("--baseline", default=None, help="model for paired tests (default nnUNetTrainer if present)")
+    parser.add_argument(
+        "--baseline",
+        default=None,
+        help="model for paired tests; must have results (default: nnUNetTrainer if present, else the first model; "
+        "the table says which)",
+    )
     parser.add_argument(
         "--test-folder",
         nargs="+",

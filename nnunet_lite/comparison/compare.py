@@ -8,13 +8,25 @@ holds every (model, source, fold, case, label) score; everything else is a group
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
+from .cases import (
+    CV,
+    STATS_COLUMNS,
+    case_units,
+    describe,
+    folds_text,
+    label_names,
+    paired_statistics,
+    per_case_foreground,
+    shared_sources,
+    summary_rows,
+)
 from .nnunet_io import (
     ComparisonError,
     ModelFolder,
@@ -24,9 +36,13 @@ from .nnunet_io import (
     find_model_folders,
     find_trainer_class,
 )
-from .stats import bootstrap_mean_ci, holm, pooled_dice_iou, wilcoxon_signed_rank
+from .stats import bootstrap_mean_ci, pooled_dice_iou
 
-CV = "cv"
+__all__ = ["CV", "Comparison", "ComparisonError", "label_names", "paired_statistics", "run_compare", "summary_rows"]
+
+ENSEMBLE = "ensemble"
+# extra per-model columns a caller adds (e.g. the robustness results): (models, folds) -> {label: {column: value}}
+ExtraColumns = Callable[[Sequence[ModelFolder], list[str]], dict[str, dict[str, float]]]
 
 
 @dataclass
@@ -43,6 +59,8 @@ class Comparison:
     table: pd.DataFrame  # one row per model
     label_table: pd.DataFrame  # one row per (model, source, label)
     notes: list[str] = field(default_factory=list)
+    shared: set[str] = field(default_factory=set)  # sources whose cases every fold's model predicts
+    baseline_reason: str = ""  # how the baseline was chosen, or why there is none
 
 
 def parse_test_folder(spec: str) -> tuple[Path, Path]:
@@ -66,34 +84,6 @@ def match_model(name: str, models: Sequence[ModelFolder]) -> ModelFolder:
         what = "matches several models" if found else "matches no model"
         raise ComparisonError(f"{name!r} {what} (models: {known}); use TRAINER__PLANS")
     return found[0]
-
-
-def label_names(dataset_json: dict) -> dict:
-    """nnU-Net label or region key (as in summary.json after ``load_summary_json``) -> label name."""
-    return {
-        tuple(int(v) for v in value) if isinstance(value, (list, tuple)) else int(value): name
-        for name, value in dataset_json["labels"].items()
-    }
-
-
-def summary_rows(summary_file: Path, model: str, source: str, fold: str, names: dict, ending: str) -> list[dict]:
-    from nnunetv2.evaluation.evaluate_predictions import load_summary_json
-
-    rows = []
-    for case in load_summary_json(str(summary_file))["metric_per_case"]:
-        case_id = Path(case["reference_file"]).name.removesuffix(ending)
-        for key, metrics in case["metrics"].items():
-            rows.append(
-                {
-                    "model": model,
-                    "source": source,
-                    "fold": fold,
-                    "case": case_id,
-                    "label": names.get(key, str(key)),
-                    **{m: float(metrics[m]) for m in ("Dice", "IoU", "TP", "FP", "FN")},
-                }
-            )
-    return rows
 
 
 def load_json(path: Path) -> dict:
@@ -124,6 +114,10 @@ def collect_cases(
         for summary in sorted((model.path / "zeroshot").glob("*/fold_*/summary.json")):
             target, fold = summary.parent.parent.name, summary.parent.name.removeprefix("fold_")
             rows += summary_rows(summary, model.label, f"zero-shot {target}", fold, names, ending)
+        for summary in sorted((model.path / "zeroshot").glob(f"*/{ENSEMBLE}/summary.json")):
+            # nnU-Net's fold ensemble (zeroshot --ensemble): one prediction per case, its own source
+            target = summary.parent.parent.name
+            rows += summary_rows(summary, model.label, f"zero-shot {target} ({ENSEMBLE})", ENSEMBLE, names, ending)
         for test_model, pred, labels in tests:
             if test_model != model:
                 continue
@@ -135,24 +129,19 @@ def collect_cases(
     return pd.DataFrame(rows, columns=columns), missing
 
 
-def per_case_foreground(cases: pd.DataFrame) -> pd.DataFrame:
-    """One Dice/IoU per (model, source, fold, case): the mean over foreground labels (NaNs ignored, like nnU-Net)."""
-    return cases.groupby(["model", "source", "fold", "case"], as_index=False, sort=False)[["Dice", "IoU"]].mean()
+def aggregate(cases: pd.DataFrame, shared: set[str] = frozenset()) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Per (model, source, label) and per (model, source) summaries: mean/std over cases and over folds, pooled.
 
-
-def describe(values: pd.Series) -> tuple[float, float]:
-    values = values.dropna()
-    return (float(values.mean()), float(values.std())) if len(values) else (float("nan"), float("nan"))
-
-
-def aggregate(cases: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """Per (model, source, label) and per (model, source) summaries: mean/std over cases and over folds, pooled."""
+    In ``shared`` sources each case's Dice is first averaged over the folds, so "per case" statistics and ``n_cases``
+    count distinct cases; "per fold" is the spread of the fold models' means either way.
+    """
     label_rows = []
     for (model, source, label), group in cases.groupby(["model", "source", "label"], sort=False):
         pooled = pooled_dice_iou(group["TP"], group["FP"], group["FN"])
-        row = {"model": model, "source": source, "label": label, "n_cases": int(group["Dice"].notna().sum())}
+        units = case_units(group, source in shared, keys=("model", "source", "label"))
+        row = {"model": model, "source": source, "label": label, "n_cases": int(units["Dice"].notna().sum())}
         for metric, pooled_value in zip(("Dice", "IoU"), pooled, strict=True):
-            row[f"{metric}_mean_cases"], row[f"{metric}_std_cases"] = describe(group[metric])
+            row[f"{metric}_mean_cases"], row[f"{metric}_std_cases"] = describe(units[metric])
             row[f"{metric}_mean_folds"], row[f"{metric}_std_folds"] = describe(group.groupby("fold")[metric].mean())
             row[f"{metric}_pooled"] = pooled_value
         label_rows.append(row)
@@ -161,50 +150,19 @@ def aggregate(cases: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame]:
     fg = per_case_foreground(cases)
     for (model, source), group in fg.groupby(["model", "source"], sort=False):
         per_label = labels[(labels["model"] == model) & (labels["source"] == source)]
+        units = case_units(group, source in shared)
         row = {
             "model": model,
             "source": source,
             "folds": sorted(group["fold"].unique().tolist()),
-            "n_cases": int(group["Dice"].notna().sum()),
+            "n_cases": int(units["Dice"].notna().sum()),
         }
         for metric in ("Dice", "IoU"):
-            row[f"{metric}_mean_cases"], row[f"{metric}_std_cases"] = describe(group[metric])
+            row[f"{metric}_mean_cases"], row[f"{metric}_std_cases"] = describe(units[metric])
             row[f"{metric}_mean_folds"], row[f"{metric}_std_folds"] = describe(group.groupby("fold")[metric].mean())
             row[f"{metric}_pooled"] = float(per_label[f"{metric}_pooled"].mean())  # mean over labels, like nnU-Net
         foreground_rows.append(row)
     return labels, pd.DataFrame(foreground_rows)
-
-
-def paired_statistics(
-    cases: pd.DataFrame, baseline: str, source: str, n_resamples: int = 10_000, seed: int = 0
-) -> pd.DataFrame:
-    """Per model against ``baseline`` on the (fold, case) pairs both have in ``source``: mean Dice difference with a
-    bootstrap CI, Wilcoxon signed-rank p and Holm-adjusted p across models."""
-    fg = per_case_foreground(cases[cases["source"] == source])
-    base = fg[fg["model"] == baseline][["fold", "case", "Dice"]]
-    rows = []
-    for model in [m for m in fg["model"].unique() if m != baseline]:
-        pairs = fg[fg["model"] == model][["fold", "case", "Dice"]].merge(base, on=["fold", "case"], suffixes=("", "_b"))
-        diff = (pairs["Dice"] - pairs["Dice_b"]).dropna().to_numpy()
-        statistic, p = wilcoxon_signed_rank(diff)
-        low, high = bootstrap_mean_ci(diff, n_resamples, seed=seed)
-        mean = float(diff.mean()) if len(diff) else float("nan")
-        rows.append(
-            {
-                "model": model,
-                "n_pairs": len(diff),
-                "delta_dice": mean,
-                "delta_ci_low": low,
-                "delta_ci_high": high,
-                "wilcoxon_W": statistic,
-                "p": p,
-            }
-        )
-    out = pd.DataFrame(
-        rows, columns=["model", "n_pairs", "delta_dice", "delta_ci_low", "delta_ci_high", "wilcoxon_W", "p"]
-    )
-    out["p_holm"] = holm(out["p"].tolist()) if len(out) else []
-    return out
 
 
 def model_costs(model: ModelFolder, folds: Sequence[str]) -> dict:
@@ -255,6 +213,37 @@ def select_models(dataset: str, configuration: str, trainers: Sequence[str] | No
     return models
 
 
+def choose_baseline(
+    baseline: str | None, models: Sequence[ModelFolder], no_baseline: str | None
+) -> tuple[ModelFolder | None, str]:
+    """The baseline model and a sentence saying how it was chosen (or why there is none).
+
+    An explicit ``baseline`` must be among ``models``; no other model is ever substituted for it. Only when none is
+    given is a default chosen (nnU-Net's ``nnUNetTrainer__nnUNetPlans``, else the first model), unless ``no_baseline``
+    says why there must be none.
+    """
+    if baseline is not None:
+        try:
+            return match_model(baseline, models), "given"
+        except ComparisonError as e:
+            if any(baseline in (m.identifier, m.path.name, m.label, m.trainer) for m in models):
+                raise ComparisonError(f"--baseline {e}") from None  # ambiguous: several plans
+            known = ", ".join(m.identifier for m in models)
+            raise ComparisonError(
+                f"--baseline {baseline}: no results of that model here (models: {known}); name one of them, or leave "
+                "--baseline out to use the default"
+            ) from None
+    if no_baseline:
+        return None, no_baseline
+    default = [m for m in models if m.identifier == "nnUNetTrainer__nnUNetPlans"]
+    if default:
+        return default[0], "chosen by default (no baseline given): nnU-Net's own nnUNetTrainer with nnUNetPlans"
+    return models[0], (
+        "chosen by default (no baseline given, and no nnUNetTrainer__nnUNetPlans among the models): the first model "
+        "found, in alphabetical order of the model folders; pass --baseline to choose"
+    )
+
+
 def run_compare(
     dataset: str | int,
     configuration: str = "2d",
@@ -267,6 +256,8 @@ def run_compare(
     n_resamples: int = 10_000,
     seed: int = 0,
     evaluation_folder: Path | None = None,
+    extra_columns: ExtraColumns | None = None,
+    no_baseline: str | None = None,
 ) -> Comparison:
     """Collects and summarises the results of ``dataset``/``configuration``.
 
@@ -276,35 +267,40 @@ def run_compare(
         trainers: trainer names (or ``TRAINER__PLANS``) to include; None: every model folder found.
         plans: plans identifiers to include; None: all.
         folds: the folds every model should have; missing ones are reported, never filled in.
-        baseline: model the paired statistics compare against (default ``nnUNetTrainer`` if present).
+        baseline: model the paired statistics compare against; it must be among the models (never substituted).
+            None: ``nnUNetTrainer__nnUNetPlans`` if present, else the first model (the table says which and why).
         test_folders: ``PRED=LABELS`` specs; the prediction folder's name selects the model (trainer,
             ``TRAINER__PLANS`` or the model folder name).
         stats_on: "cv" (validation cases of all folds) or the name of a test or zero-shot source.
         n_resamples: bootstrap resamples; seed: bootstrap seed.
         evaluation_folder: where test-set summaries are written.
+        extra_columns: adds per-model columns to the table (the callers pass the robustness results).
+        no_baseline: with ``baseline`` None, no default is chosen and no paired tests are run; this sentence says
+            why in the table (e.g. the study's baseline has no results for the dataset).
     """
     name = dataset_name(dataset)
     models = select_models(name, configuration, trainers, plans)
+    baseline_model, baseline_reason = choose_baseline(baseline, models, no_baseline)
     tests = []
     for spec in test_folders:
         pred, labels = parse_test_folder(spec)
         tests.append((match_model(pred.name, models), pred, labels))
     if evaluation_folder is not None:
         evaluation_folder.mkdir(parents=True, exist_ok=True)
-    cases, missing = collect_cases(models, [str(f) for f in folds], tests, evaluation_folder)
+    fold_names = [str(f) for f in folds]
+    cases, missing = collect_cases(models, fold_names, tests, evaluation_folder)
     if cases.empty:
         raise ComparisonError(
             f"no fold_N/validation/summary.json for folds {list(folds)}, no test and no zero-shot results in "
             f"{', '.join(m.path.name for m in models)} (train with nnUNetv2_train, or run nnUNetv2_train ... --val)"
         )
+    if stats_on not in set(cases["source"]):
+        raise ComparisonError(f"--stats-on {stats_on}: no such results (have: {sorted(set(cases['source']))})")
     notes = []
-    if baseline is None:
-        default = [m for m in models if m.identifier == "nnUNetTrainer__nnUNetPlans"]
-        baseline_model = default[0] if default else models[0]
-    else:
-        baseline_model = match_model(baseline, models)
-    models = [baseline_model] + [m for m in models if m != baseline_model]  # baseline first in every table
-    label_table, table = aggregate(cases)
+    if baseline_model is not None:
+        models = [baseline_model] + [m for m in models if m != baseline_model]  # baseline first in every table
+    shared = shared_sources(cases)
+    label_table, table = aggregate(cases, shared)
     index = pd.DataFrame({"model": [m.label for m in models]})
     main = index.merge(table[table["source"] == CV].drop(columns="source"), on="model", how="left")
     main["folds_missing"] = [missing[m.label] for m in models]
@@ -318,25 +314,51 @@ def run_compare(
     main = main.merge(costs, on="model", how="left")
     for source in [s for s in table["source"].unique() if s != CV]:
         sub = table[table["source"] == source].set_index("model")
-        for column in ("Dice_mean_cases", "Dice_std_cases", "Dice_pooled", "n_cases", "folds"):
+        for column in ("Dice_mean_cases", "Dice_std_cases", "Dice_mean_folds", "Dice_std_folds", "Dice_pooled"):
             main[f"{source}: {column}"] = main["model"].map(sub[column])
-    from ..robustness.report import compare_columns  # results of `nnunet_lite robustness run`, when present
-
-    robustness = compare_columns(models, [str(f) for f in folds])
-    for column in dict.fromkeys(c for values in robustness.values() for c in values):
-        main[column] = [robustness.get(m, {}).get(column, np.nan) for m in main["model"]]
-    if stats_on not in set(cases["source"]):
-        raise ComparisonError(f"--stats-on {stats_on}: no such results (have: {sorted(set(cases['source']))})")
-    stats = paired_statistics(cases, baseline_model.label, stats_on, n_resamples, seed)
+        main[f"{source}: n_cases"] = main["model"].map(sub["n_cases"])
+        main[f"{source}: folds"] = main["model"].map(sub["folds"])
+    extra = extra_columns(models, fold_names) if extra_columns else {}
+    for column in dict.fromkeys(c for values in extra.values() for c in values):
+        main[column] = [extra.get(m, {}).get(column, np.nan) for m in main["model"]]
+    notes += _shared_notes(cases, shared)
+    if baseline_model is not None:
+        stats = paired_statistics(cases, baseline_model.label, stats_on, n_resamples, seed, shared=stats_on in shared)
+        if not (cases[cases["source"] == stats_on]["model"] == baseline_model.label).any():
+            notes.append(f"The baseline {baseline_model.label} has no results on {stats_on}: no paired tests.")
+    else:
+        stats = pd.DataFrame(columns=STATS_COLUMNS)
     main = main.merge(stats, on="model", how="left")
-    cis = [bootstrap_mean_ci(g["Dice"], n_resamples, seed=seed) for _, g in _foreground_groups(cases, main, stats_on)]
+    fg = case_units(per_case_foreground(cases[cases["source"] == stats_on]), stats_on in shared)
+    cis = [bootstrap_mean_ci(fg.loc[fg["model"] == model, "Dice"], n_resamples, seed=seed) for model in main["model"]]
     main["Dice_ci_low"], main["Dice_ci_high"] = [c[0] for c in cis], [c[1] for c in cis]
     return Comparison(
-        name, configuration, models, [str(f) for f in folds], baseline_model, stats_on, cases, main, label_table, notes
+        name,
+        configuration,
+        models,
+        fold_names,
+        baseline_model,
+        stats_on,
+        cases,
+        main,
+        label_table,
+        notes,
+        shared,
+        baseline_reason,
     )
 
 
-def _foreground_groups(cases: pd.DataFrame, main: pd.DataFrame, source: str):
-    fg = per_case_foreground(cases[cases["source"] == source])
-    for model in main["model"]:
-        yield model, fg[fg["model"] == model]
+def _shared_notes(cases: pd.DataFrame, shared: set[str]) -> list[str]:
+    """One note per source whose cases are shared across folds: what was averaged, decided from which data."""
+    notes = []
+    for source in [s for s in dict.fromkeys(cases["source"]) if s in shared]:
+        rows = cases[cases["source"] == source]
+        folds = folds_text(rows["fold"].unique())
+        notes.append(
+            f"{source}: the same case ids appear under several folds (folds {folds}: each fold's model predicted "
+            f"the same {rows['case'].nunique()} cases), so each case's Dice is averaged over the folds of its model "
+            "before the per-case mean ± std, the paired tests and the bootstrap CI; n counts distinct cases, and "
+            "'per fold' is mean ± std over the fold models' means. (Decided from the case ids in the results, not "
+            "from the source's name; cases validated by one fold only stay paired on (fold, case).)"
+        )
+    return notes

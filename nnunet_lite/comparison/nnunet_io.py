@@ -9,10 +9,12 @@ import os
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-
-from torch import nn
+from typing import TYPE_CHECKING
 
 from ..nnunet_env import NNUNET_PATH_VARS, make_trainers_discoverable
+
+if TYPE_CHECKING:  # torch only for type hints: the robustness paths and report import this module without torch
+    from torch import nn
 
 DEFAULT_PLANS = "nnUNetPlans"
 

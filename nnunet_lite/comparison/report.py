@@ -59,7 +59,8 @@ def markdown(comparison: Comparison, command: str | None = None) -> str:
         "pooled IoU",
     ]
     sources = extra_sources(comparison)
-    header += [f"{s} Dice" for s in sources]
+    for s in sources:
+        header += [f"{s} Dice"] + ([f"{s} Dice per fold"] if s in comparison.shared else [])
     robust_sets = [c.removesuffix(": corrupted Dice") for c in t.columns if c.endswith(": corrupted Dice")]
     header += [f"{s}: clean / corrupted Dice (drop)" for s in robust_sets]
     rows = []
@@ -83,6 +84,8 @@ def markdown(comparison: Comparison, command: str | None = None) -> str:
             n, folds = r[f"{s}: n_cases"], r[f"{s}: folds"]
             where = "" if pd.isna(n) else f" (n={int(n)}" + (f", folds {' '.join(folds)})" if len(folds) > 1 else ")")
             row.append(_mean_std(r[f"{s}: Dice_mean_cases"], r[f"{s}: Dice_std_cases"]) + where)
+            if s in comparison.shared:  # the spread of the fold models, next to the per-case one
+                row.append(_mean_std(r[f"{s}: Dice_mean_folds"], r[f"{s}: Dice_std_folds"]))
         for s in robust_sets:
             clean, corrupted, drop = (r[f"{s}: {k}"] for k in ("clean Dice", "corrupted Dice", "relative drop"))
             row.append("–" if pd.isna(clean) else f"{clean:.3f} / {corrupted:.3f} ({100 * drop:.1f}%)")
@@ -102,16 +105,28 @@ def markdown(comparison: Comparison, command: str | None = None) -> str:
         if r["model"] != base and not pd.isna(r.get("n_pairs"))
     ]
     source_text = "validation cases of all folds" if comparison.stats_on == CV else comparison.stats_on
+    shared = comparison.stats_on in comparison.shared
     lines = [f"# Comparison: {comparison.dataset}, configuration {comparison.configuration}", ""]
+    if comparison.baseline is None:
+        lines += [f"Baseline: none ({comparison.baseline_reason}).", ""]
+    elif comparison.baseline_reason != "given":
+        lines += [f"Baseline: **{base}**, {comparison.baseline_reason}.", ""]
     lines += [markdown_table(header, rows), ""]
     if stats_rows:
         stats_header = ["model", "pairs", "mean ΔDice", "95% CI (bootstrap)", "Wilcoxon W", "p", "p (Holm)"]
+        matched = (
+            "pairs matched by case, each model's Dice averaged over its folds first; pairs = distinct cases"
+            if shared
+            else "pairs matched by fold and case"
+        )
         lines += [
-            f"Paired against **{base}** on {source_text} (per-case foreground Dice, pairs matched by fold and case):",
+            f"Paired against **{base}** on {source_text} (per-case foreground Dice, {matched}):",
             "",
             markdown_table(stats_header, stats_rows),
             "",
         ]
+    elif comparison.baseline is None:
+        lines += [f"No paired statistics: {comparison.baseline_reason}.", ""]
     else:
         lines += [f"No paired statistics: no other model shares cases with the baseline **{base}**.", ""]
     labels = comparison.label_table
@@ -137,7 +152,8 @@ def markdown(comparison: Comparison, command: str | None = None) -> str:
         "`fold_N/validation/summary.json` (final checkpoint). Missing folds are listed, never filled in.",
         "- Dice per case: mean ± std over cases (validation cases of all folds together), foreground labels averaged "
         "per case; per fold: mean ± std of the fold means; pooled: one confusion matrix over all pixels of all cases, "
-        "2ΣTP / (2ΣTP + ΣFP + ΣFN), averaged over labels (the convention of the lightweight papers).",
+        "2ΣTP / (2ΣTP + ΣFP + ΣFN), averaged over labels (the convention of the lightweight papers). Every "
+        "case count (cases, n=, pairs) counts distinct cases.",
         f"- {flops_header}: one forward pass at the plans' patch size (batch 1), torch FlopCounterMode, 2 FLOPs per "
         "multiply-add (GMACs = GFLOPs / 2); params: all parameters of the network nnU-Net builds for these plans.",
         "- s/epoch: mean of epoch_end - epoch_start over all epochs of all folds (checkpoint_final.pth logging); "

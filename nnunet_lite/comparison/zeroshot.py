@@ -1,7 +1,10 @@
 """``nnunet_lite zeroshot``: a model trained on dataset A predicts and is evaluated on dataset B, untouched.
 
 Results go to ``nnUNet_results/<A>/<trainer>__<plans>__<config>/zeroshot/<B>/fold_N/`` (predictions, nnU-Net's
-``summary.json`` and ``zeroshot.json``), where ``nnunet_lite compare`` picks them up as a "zero-shot <B>" column.
+``summary.json`` and ``zeroshot.json``), where ``nnunet_lite compare`` picks them up as a "zero-shot <B>" column
+(every fold's model predicts the same cases: compare averages each case over the folds). With ``ensemble`` the folds
+predict together, as nnU-Net's fold ensemble (softmax averaged), into ``zeroshot/<B>/ensemble/``: one prediction per
+case, compare's "zero-shot <B> (ensemble)" column.
 """
 
 from __future__ import annotations
@@ -79,6 +82,7 @@ def run_zeroshot(
     checkpoint: str = "checkpoint_final.pth",
     num_processes: int = 1,
     overwrite: bool = False,
+    ensemble: bool = False,
 ) -> list[dict]:
     """Predicts the target dataset with each fold's model and evaluates it with nnU-Net's per-case metrics.
 
@@ -93,9 +97,10 @@ def run_zeroshot(
         checkpoint: checkpoint file name in each fold folder (final by default: never select on the target).
         num_processes: nnU-Net preprocessing/export workers; 1 predicts sequentially in this process.
         overwrite: replace earlier results for the same model, target and fold.
+        ensemble: predict with all ``folds`` at once (nnU-Net's fold ensemble) into ``zeroshot/<B>/ensemble``.
 
     Returns:
-        The ``foreground_mean`` and case count per fold.
+        The ``foreground_mean`` and case count per fold (one entry, fold "ensemble", with ``ensemble``).
     """
     from batchgenerators.utilities.file_and_folder_operations import load_json
     from nnunetv2.inference.predict_from_raw_data import nnUNetPredictor
@@ -118,6 +123,8 @@ def run_zeroshot(
         )
     image_folder, label_folder = target_folders(raw_target, images, labels)
     fold_names = [str(f) for f in folds]
+    if ensemble and len(set(fold_names)) < 2:
+        raise ComparisonError(f"--ensemble averages several folds' predictions; got -f {' '.join(fold_names)}")
     absent = [f for f in fold_names if not (model / f"fold_{f}" / checkpoint).is_file()]
     if absent:
         trained = sorted(p.parent.name for p in model.glob(f"fold_*/{checkpoint}"))
@@ -127,7 +134,11 @@ def run_zeroshot(
             load_checkpoint(model / f"fold_{f}" / checkpoint)
         except CheckpointError as e:
             raise ComparisonError(str(e)) from None
-    outputs = [model / "zeroshot" / tgt / f"fold_{f}" for f in fold_names]
+    if ensemble:  # one run with every fold's model: (label of the output, folds it uses)
+        runs = [("ensemble", tuple(fold_names))]
+    else:
+        runs = [(f, (f,)) for f in fold_names]
+    outputs = [model / "zeroshot" / tgt / (name if ensemble else f"fold_{name}") for name, _ in runs]
     existing = [str(o) for o in outputs if o.exists()]
     if existing and not overwrite:
         raise ComparisonError(f"{existing} exist; pass --overwrite to replace them")
@@ -136,7 +147,7 @@ def run_zeroshot(
     device = ("cuda" if torch.cuda.is_available() else "cpu") if device == "auto" else device
     plans = load_json(str(model / "plans.json"))
     results = []
-    for fold, output in zip(fold_names, outputs, strict=True):
+    for (fold, use_folds), output in zip(runs, outputs, strict=True):
         with atomic_folder(output, overwrite=overwrite) as tmp, quiet():
             predictor = nnUNetPredictor(
                 use_mirroring=use_mirroring,
@@ -145,7 +156,7 @@ def run_zeroshot(
                 allow_tqdm=False,
             )
             predictor.initialize_from_trained_model_folder(
-                str(model), use_folds=(int(fold) if fold != "all" else fold,), checkpoint_name=checkpoint
+                str(model), use_folds=tuple(f if f == "all" else int(f) for f in use_folds), checkpoint_name=checkpoint
             )
             if num_processes <= 1:
                 predictor.predict_from_files_sequential(str(image_folder), str(tmp))
@@ -162,6 +173,7 @@ def run_zeroshot(
                 "target_dataset": tgt,
                 "model_folder": str(model),
                 "fold": fold,
+                "folds": list(use_folds),
                 "checkpoint": checkpoint,
                 "images": str(image_folder),
                 "labels": str(label_folder),

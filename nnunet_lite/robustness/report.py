@@ -22,10 +22,19 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from ..comparison.compare import label_names, paired_statistics, per_case_foreground, summary_rows
+from ..comparison.cases import (
+    case_units,
+    folds_text,
+    label_names,
+    paired_statistics,
+    per_case_foreground,
+    shared_sources,
+    summary_rows,
+)
 from ..comparison.nnunet_io import ComparisonError, dataset_name, markdown_table
+from ..comparison.stats import wilcoxon_signed_rank
 from .make import CLEAN, load_manifest
-from .run import model_folder, result_folder
+from .paths import model_folder, result_folder
 
 CORRUPTED = "corrupted"
 # Okabe & Ito (2008) colour-blind-safe palette, without black (kept for text and ground truth)
@@ -40,6 +49,7 @@ class RobustnessReport:
     manifest: dict
     baseline: str
     cases: pd.DataFrame  # per (model, set, fold, case) foreground Dice
+    shared: bool  # a case id under more than one fold: per-case values are averaged over the folds
     per_set: pd.DataFrame  # per (model, corruption, severity)
     table: pd.DataFrame  # one row per model
     notes: list[str] = field(default_factory=list)
@@ -98,8 +108,11 @@ def build_report(
     cases = per_case_foreground(label_rows)
     parsed = cases["source"].map(_split)
     cases["corruption"], cases["severity"] = parsed.str[0], parsed.str[1]
+    # every fold's model predicts the same cases: average each case over the folds first, so n counts cases
+    shared = bool(shared_sources(cases))
+    units = case_units(cases, shared, keys=("model", "source", "corruption", "severity"))
     per_set = (
-        cases.groupby(["model", "corruption", "severity"], sort=False)["Dice"]
+        units.groupby(["model", "corruption", "severity"], sort=False)["Dice"]
         .agg(Dice="mean", Dice_std="std", n_cases="count")
         .reset_index()
     )
@@ -113,26 +126,65 @@ def build_report(
         clean = float(mine.loc[mine["corruption"] == CLEAN, "Dice"].mean())
         corr = float(mine.loc[mine["corruption"] != CLEAN, "Dice"].mean())
         worst = by_corruption[by_corruption["model"] == trainer].sort_values("Dice").iloc[0]
+        fold_mean, fold_std = _corrupted_fold_spread(cases[cases["model"] == trainer])
+        drop_w, drop_p, drop_n = _clean_vs_corrupted(units[units["model"] == trainer])
         rows.append(
             {
                 "model": trainer,
                 "clean_dice": clean,
                 "corrupted_dice": corr,
+                "corrupted_dice_fold_mean": fold_mean,
+                "corrupted_dice_fold_std": fold_std,
                 "relative_drop": (clean - corr) / clean if clean > 0 else float("nan"),
+                "drop_n_cases": drop_n,
+                "drop_wilcoxon_W": drop_w,
+                "drop_p": drop_p,
                 "mCE": _mce(corrupted, trainer, baseline),
                 "worst_corruption": worst["corruption"],
                 "worst_corruption_dice": float(worst["Dice"]),
                 "n_cases": int(mine.loc[mine["corruption"] == CLEAN, "n_cases"].sum()),
                 "n_sets": int((mine["corruption"] != CLEAN).sum()),
+                "folds": " ".join(str(f) for f in folds),
             }
         )
     table = pd.DataFrame(rows)
-    # paired: per case, the Dice averaged over all corrupted sets, against the baseline's
+    # paired: per case, the Dice averaged over all corrupted sets (and over the folds), against the baseline's
     paired = label_rows.copy()
     paired["source"] = np.where(paired["source"] == CLEAN, CLEAN, CORRUPTED)
-    stats = paired_statistics(paired, baseline, CORRUPTED, n_resamples, seed)
+    stats = paired_statistics(paired, baseline, CORRUPTED, n_resamples, seed, shared=shared)
     table = table.merge(stats, on="model", how="left")
-    return RobustnessReport(name, configuration, manifest["set"], manifest, baseline, cases, per_set, table)
+    n_cases = cases["case"].nunique()
+    fold_list = folds_text([str(f) for f in folds])
+    if shared:
+        notes = [
+            f"Each of the {n_cases} cases was predicted by the model of every fold ({fold_list}): per-case Dice is "
+            "averaged over the folds before any mean, std, count or test, so n (cases, pairs) counts distinct cases; "
+            "'corrupted Dice per fold' is mean ± std over the fold models' corrupted Dice. (Decided from the case "
+            "ids: the same case id under more than one fold.)"
+        ]
+    else:
+        notes = [f"One prediction per case (fold {fold_list}): {n_cases} cases, paired per case."]
+    return RobustnessReport(
+        name, configuration, manifest["set"], manifest, baseline, cases, shared, per_set, table, notes
+    )
+
+
+def _corrupted_fold_spread(cases: pd.DataFrame) -> tuple[float, float]:
+    """Mean ± std over folds of each fold model's corrupted Dice (mean over corrupted sets of the set means)."""
+    corrupted = cases[cases["corruption"] != CLEAN]
+    per_fold = corrupted.groupby(["fold", "source"])["Dice"].mean().groupby(level="fold").mean().dropna()
+    if not len(per_fold):
+        return float("nan"), float("nan")
+    return float(per_fold.mean()), float(per_fold.std()) if len(per_fold) > 1 else float("nan")
+
+
+def _clean_vs_corrupted(units: pd.DataFrame) -> tuple[float, float, int]:
+    """Wilcoxon signed-rank of clean minus corrupted Dice per case (corrupted: mean over the corrupted sets)."""
+    clean = units[units["corruption"] == CLEAN].groupby(["fold", "case"])["Dice"].mean()
+    corrupted = units[units["corruption"] != CLEAN].groupby(["fold", "case"])["Dice"].mean()
+    diff = (clean - corrupted).dropna()
+    statistic, p = wilcoxon_signed_rank(diff.to_numpy())
+    return statistic, p, len(diff)
 
 
 def _mce(corrupted: pd.DataFrame, model: str, baseline: str) -> float:
@@ -172,11 +224,12 @@ def _p(value: float) -> str:
 
 
 def markdown(report: RobustnessReport) -> str:
-    header = [
-        "model",
-        "clean Dice",
-        "corrupted Dice",
+    several_folds = len(report.cases["fold"].unique()) > 1
+    header = ["model", "cases", "clean Dice", "corrupted Dice"]
+    header += ["corrupted Dice per fold"] if several_folds else []
+    header += [
         "relative drop",
+        "p (clean vs corrupted)",
         "mCE",
         "worst corruption (Dice)",
         "Δ corrupted Dice [95% CI]",
@@ -192,18 +245,20 @@ def markdown(report: RobustnessReport) -> str:
             if not math.isnan(r["delta_dice"])
             else "–"
         )
-        rows.append(
-            [
-                f"**{r['model']}**" if is_base else r["model"],
-                _num(r["clean_dice"]),
-                _num(r["corrupted_dice"]),
-                f"{100 * r['relative_drop']:.1f}%" if not math.isnan(r["relative_drop"]) else "–",
-                _num(r["mCE"], 2),
-                f"{r['worst_corruption']} ({r['worst_corruption_dice']:.3f})",
-                delta,
-                "–" if is_base else _p(r["p_holm"]),
-            ]
-        )
+        row = [f"**{r['model']}**" if is_base else r["model"], int(r["n_cases"])]
+        row += [_num(r["clean_dice"]), _num(r["corrupted_dice"])]
+        if several_folds:
+            mean, std = r["corrupted_dice_fold_mean"], r["corrupted_dice_fold_std"]
+            row.append(_num(mean) if math.isnan(std) else f"{mean:.3f} ± {std:.3f}")
+        row += [
+            f"{100 * r['relative_drop']:.1f}%" if not math.isnan(r["relative_drop"]) else "–",
+            _p(r["drop_p"]),
+            _num(r["mCE"], 2),
+            f"{r['worst_corruption']} ({r['worst_corruption_dice']:.3f})",
+            delta,
+            "–" if is_base else _p(r["p_holm"]),
+        ]
+        rows.append(row)
     return markdown_table(header, rows)
 
 
@@ -259,9 +314,12 @@ def write_report(report: RobustnessReport, folder: Path, command: str) -> None:
         f"Suite {m['suite']} ({len(m['corruptions'])} corruptions x severities {m['severities']}, seed {m['seed']}) "
         f"on {len(m['cases'])} cases of {m['source']}. Baseline for mCE and paired statistics: **{report.baseline}**. "
         "Δ: mean per-case difference of the Dice averaged over all corrupted sets, percentile bootstrap CI; p: "
-        "Wilcoxon signed-rank, Holm-adjusted across models.",
+        "Wilcoxon signed-rank, Holm-adjusted across models; p (clean vs corrupted): Wilcoxon signed-rank of each "
+        "case's clean minus corrupted Dice within the model (not adjusted).",
         "",
         markdown(report),
+        "",
+        *[f"- {note}" for note in report.notes],
         "",
         "Prediction time per set (mean over sets and folds): "
         + ", ".join(f"{model} {timing[model]:.1f} s" for model in report.table["model"]),

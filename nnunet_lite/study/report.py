@@ -3,7 +3,11 @@
 Works on whatever exists: per (dataset, configuration) it runs nnunet_lite's comparison (the same code as
 ``nnunet_lite compare``) on the models that have results, adds the test-set predictions and zero-shot evaluations
 the study produced and the network profiles, and builds the study table (rows: models, columns: datasets). Missing
-trainings and folds are marked, never filled in.
+trainings and folds are marked, never filled in; a baseline without results is said so, never replaced by another model.
+
+The report step owns ``report/study_report.md`` and the per-dataset compare folders ``report/<dataset>_<config>/``
+only: each is built in a temporary folder beside them and renamed into place. Other steps write into ``report/`` too
+(``report/robustness/``, ``report/figures/``), and those are never touched here.
 """
 
 from __future__ import annotations
@@ -12,9 +16,11 @@ import json
 import math
 import os
 import shutil
+import tempfile
 import time
 from pathlib import Path
 
+from ..atomic import atomic_write_text, move_into_place
 from .study import Study
 
 
@@ -32,26 +38,56 @@ def _cell(row) -> str:
 
 
 def write_study_report(study: Study, n_resamples: int | None = None) -> Path:
-    """Writes ``<work_dir>/report/study_report.md`` (+ one folder of compare output per dataset); returns its path."""
+    """Writes ``<work_dir>/report/study_report.md`` (+ one folder of compare output per dataset); returns its path.
+
+    Only those items are replaced, each atomically (built in a temporary sibling folder, then renamed into place);
+    everything else under ``report/`` (robustness reports, figures) stays as it is.
+    """
+    os.environ.update(study.environment())  # the budget trainers must be found to count their parameters
+    out = study.work_dir / "report"
+    out.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=".study_report.", suffix=".partial", dir=out))
+    try:
+        text, folders = _build(study, tmp, n_resamples)
+        for sub, written in folders.items():
+            if written:
+                move_into_place(tmp / sub, out / sub)
+            elif (out / sub).is_dir():  # no comparison any more: an old one would no longer match the report
+                shutil.rmtree(out / sub)
+        atomic_write_text(out / "study_report.md", text)  # last: when it appears, the folders it links are in place
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    return out / "study_report.md"
+
+
+def _baseline_for(study: Study, identifiers: list[str]) -> tuple[str | None, str | None]:
+    """``(baseline, no_baseline)`` for ``run_compare``: the study's baseline where it has results; where it has none,
+    no baseline at all (and why), never another model; no configured baseline: compare's default."""
+    if study.baseline is None:
+        return None, None
+    if study.baseline in identifiers:
+        return study.baseline, None
+    return None, f"baseline {study.baseline} has no results for this dataset: no paired tests"
+
+
+def _build(study: Study, tmp: Path, n_resamples: int | None) -> tuple[str, dict[str, bool]]:
+    """The report's text and, per compare folder name, whether it was written into ``tmp``."""
     from ..comparison.compare import run_compare
     from ..comparison.nnunet_io import ComparisonError, markdown_table
     from ..comparison.profile import format_profiles
     from ..comparison.report import write_report
+    from ..robustness.report import compare_columns
 
-    os.environ.update(study.environment())  # the budget trainers must be found to count their parameters
     spec = study.spec
     folds = [str(f) for f in spec.folds]
-    out = study.work_dir / "report"
-    tmp = study.work_dir / f".report.tmp{os.getpid()}"
-    shutil.rmtree(tmp, ignore_errors=True)
-    tmp.mkdir(parents=True)
     trainings = study.trainings()
     columns = sorted({(t.dataset_name, t.configuration) for t in trainings})
     models = list(dict.fromkeys((t.trainer, t.plans) for t in trainings))
     cells: dict[tuple[str, str], dict[tuple[str, str], str]] = {m: {} for m in models}
-    sections = []
+    sections, folders, without_baseline = [], {}, []
     for ds, cfg in columns:
         sub = f"{ds}_{cfg}"
+        folders[sub] = False
         present = [m for m in models if (study.paths["nnUNet_results"] / ds / f"{m[0]}__{m[1]}__{cfg}").is_dir()]
         identifiers = [f"{tr}__{p}" for tr, p in present]
         tests = []
@@ -60,7 +96,9 @@ def write_study_report(study: Study, n_resamples: int | None = None) -> Path:
             pred = study.work_dir / "predictions" / ds / f"{tr}__{p}__{cfg}"
             if pred.is_dir() and labels.is_dir() and any(pred.iterdir()):
                 tests.append(f"{pred}={labels}")
-        baseline = study.baseline if study.baseline in identifiers else None
+        baseline, no_baseline = _baseline_for(study, identifiers)
+        if no_baseline:
+            without_baseline.append(ds if len(spec.configurations) == 1 else f"{ds} ({cfg})")
         section = [f"## {ds}, configuration {cfg}", ""]
         try:
             if not identifiers:
@@ -75,8 +113,11 @@ def write_study_report(study: Study, n_resamples: int | None = None) -> Path:
                 test_folders=tests,
                 n_resamples=n_resamples or spec.report.bootstrap,
                 evaluation_folder=tmp / sub / "test_evaluations",
+                extra_columns=compare_columns,
+                no_baseline=no_baseline,
             )
             write_report(comparison, tmp / sub, f"nnunet_lite study report {study.file.name}")
+            folders[sub] = True
             body = (tmp / sub / "comparison.md").read_text().split("\n", 2)[2]  # drop compare's own title
             section += [body.rstrip(), "", f"![Dice vs parameters]({sub}/comparison.png)", ""]
             for m in present:
@@ -86,7 +127,11 @@ def write_study_report(study: Study, n_resamples: int | None = None) -> Path:
                     cells[m][(ds, cfg)] = _cell(row.iloc[0])
         except ComparisonError as e:
             section += [f"No comparison yet: {e}.", ""]
+            if no_baseline:
+                section += [f"The {no_baseline}.", ""]
         for m in models:
+            if no_baseline and f"{m[0]}__{m[1]}" == study.baseline:
+                cells[m][(ds, cfg)] = "MISSING: baseline without results, no paired tests for this dataset"
             cells[m].setdefault((ds, cfg), "MISSING")
         profile_files = sorted((study.work_dir / "profile" / ds).glob(f"*__{cfg}.json"))
         profiles = [p for f in profile_files for p in json.loads(f.read_text())["profiles"]]
@@ -99,7 +144,8 @@ def write_study_report(study: Study, n_resamples: int | None = None) -> Path:
     rows = [[tr if p == "nnUNetPlans" else f"{tr} ({p})"] + [cells[(tr, p)][c] for c in columns] for tr, p in models]
     lines = [f"# Study {spec.name}", ""]
     lines += [
-        f"Study file: `{study.file}`; folds {', '.join(folds)}; baseline {study.baseline or 'first model'}; "
+        f"Study file: `{study.file}`; folds {', '.join(folds)}; baseline "
+        f"{study.baseline or 'none configured (each dataset section says which model compare chose, and why)'}; "
         f"generated {time.strftime('%Y-%m-%d %H:%M')}.",
         "",
         "Cross-validation Dice per case (mean ± std over the validation cases of all folds; p: Wilcoxon signed-rank "
@@ -108,6 +154,12 @@ def write_study_report(study: Study, n_resamples: int | None = None) -> Path:
         markdown_table(header, rows),
         "",
     ]
+    if without_baseline:
+        lines += [
+            f"Baseline {study.baseline} has no results for {', '.join(without_baseline)}: no paired tests (no p) "
+            "there; no other model is used in its place.",
+            "",
+        ]
     if spec.budget:
         b = spec.budget
         lines += [
@@ -116,8 +168,4 @@ def write_study_report(study: Study, n_resamples: int | None = None) -> Path:
             "",
         ]
     lines += sections
-    (tmp / "study_report.md").write_text("\n".join(lines).rstrip() + "\n")
-    if out.exists():
-        shutil.rmtree(out)
-    tmp.rename(out)
-    return out / "study_report.md"
+    return "\n".join(lines).rstrip() + "\n", folders
