@@ -377,3 +377,156 @@ def test_list_cases_follows_nnunet_naming(tmp_path):
     assert list(list_cases(tmp_path, ".nii.gz")) == ["a", "a_1", "b"]
     with pytest.raises(PredictError, match="no images named CASE_0000.tif"):
         list_cases(tmp_path, ".tif")
+
+
+# --- the plans' preprocessor and writers with auxiliary files (a stub engine: no training, no nnU-Net planning) -----
+
+
+def stub_plans(reader: str, preprocessor: str) -> dict:
+    """Hand-written nnU-Net plans of a 3D dataset whose images need no resampling (spacing = the target spacing)."""
+    configuration = {
+        "data_identifier": "stub", "preprocessor_name": preprocessor, "batch_size": 2, "patch_size": [8, 16, 16],
+        "median_image_size_in_voxels": [10, 20, 24], "spacing": [2.0, 1.0, 1.0],
+        "normalization_schemes": ["ZScoreNormalization"], "use_mask_for_norm": [False],
+        "resampling_fn_data": "resample_data_or_seg_to_shape", "resampling_fn_seg": "resample_data_or_seg_to_shape",
+        "resampling_fn_probabilities": "resample_data_or_seg_to_shape",
+        "resampling_fn_data_kwargs": {"is_seg": False, "order": 3, "order_z": 0, "force_separate_z": None},
+        "resampling_fn_seg_kwargs": {"is_seg": True, "order": 1, "order_z": 0, "force_separate_z": None},
+        "resampling_fn_probabilities_kwargs": {"is_seg": False, "order": 1, "order_z": 0, "force_separate_z": None},
+        "batch_dice": False,
+        "architecture": {
+            "network_class_name": "dynamic_network_architectures.architectures.unet.PlainConvUNet",
+            "arch_kwargs": {}, "_kw_requires_import": [],
+        },
+    }  # fmt: skip
+    intensities = {"mean": 0.0, "std": 1.0, "percentile_00_5": -2.0, "percentile_99_5": 2.0, "min": -3.0, "max": 3.0}
+    return {
+        "dataset_name": "Dataset999_Stub", "plans_name": "nnUNetPlans", "image_reader_writer": reader,
+        "original_median_spacing_after_transp": [2.0, 1.0, 1.0], "original_median_shape_after_transp": [10, 20, 24],
+        "transpose_forward": [0, 1, 2], "transpose_backward": [0, 1, 2],
+        "configurations": {"3d_fullres": configuration},
+        "experiment_planner_used": "ExperimentPlanner", "label_manager": "LabelManager",
+        "foreground_intensity_properties_per_channel": {"0": {**intensities, "median": 0.0}},
+    }  # fmt: skip
+
+
+def stub_engine(reader: str = "Tiff3DIO", preprocessor: str = "DefaultPreprocessor", file_ending: str = ".tif"):
+    """An :class:`Engine` whose network copies the normalised image into the foreground logit (background logit 0):
+    the segmentation is ``normalised image > 0``, i.e. ``image > image.mean()`` under z-scoring (see thresholded)."""
+    from nnunetv2.utilities.plans_handling.plans_handler import PlansManager
+
+    from nnunet_lite.deploy.engines import Engine
+
+    pm = PlansManager(stub_plans(reader, preprocessor))
+    dataset_json = {"channel_names": {"0": "x"}, "labels": {"background": 0, "a": 1}, "numTraining": 1}
+    network = nn.Conv3d(1, 2, 1).eval()
+    with torch.no_grad():
+        network.weight.zero_(), network.bias.zero_()
+        network.weight[1, 0] = 1.0
+
+    def forward(x: torch.Tensor) -> torch.Tensor:
+        with torch.no_grad():
+            return network(x)
+
+    dataset_json["file_ending"] = file_ending
+    return Engine(pm, pm.get_configuration("3d_fullres"), dataset_json, None, torch.device("cpu"), [forward], "stub")
+
+
+def thresholded(volume: np.ndarray, segmentation: np.ndarray, foreground_above: bool = True) -> bool:
+    """Whether ``segmentation`` is ``volume`` thresholded at its mean in at least 99% of the voxels (nnU-Net's fp16
+    accumulation of Gaussian-weighted logits rounds a few small ones at the windows' edges to 0, a tie)."""
+    expected = volume > volume.mean() if foreground_above else volume < volume.mean()
+    return segmentation.shape == volume.shape and (segmentation == expected).mean() > 0.99
+
+
+@pytest.fixture
+def tiff_cases(tmp_path) -> tuple[Path, dict[str, np.ndarray]]:
+    """Two 3D TIFF cases in nnU-Net's Tiff3DIO layout: CASE_0000.tif and its spacing sidecar CASE.json."""
+    import json
+
+    import tifffile
+
+    images, rng, volumes = tmp_path / "images", np.random.default_rng(0), {}
+    images.mkdir()
+    for case in ("a", "b"):
+        volumes[case] = rng.normal(size=(10, 20, 24)).astype(np.float32)
+        tifffile.imwrite(images / f"{case}_0000.tif", volumes[case])
+        (images / f"{case}.json").write_text(json.dumps({"spacing": [2.0, 1.0, 1.0]}))
+    return images, volumes
+
+
+def test_tiff3d_output_has_final_names_and_spacing_sidecar(tiff_cases, tmp_path):
+    """Tiff3DIO writes its spacing next to the segmentation, named after it: CASE.tif and CASE.json, no temporaries."""
+    import json
+
+    import tifffile
+
+    from nnunet_lite.deploy.fast_predict import predict_folder_fast
+
+    images, volumes = tiff_cases
+    out = tmp_path / "out"
+    report = predict_folder_fast(stub_engine(), images, out, save_probabilities=True, progress=False)
+    assert sorted(Path(f).name for f in report.written) == ["a.tif", "b.tif"]
+    expected = {"dataset.json", "plans.json"} | {f"{c}{e}" for c in volumes for e in (".tif", ".json", ".npz", ".pkl")}
+    assert {p.name for p in out.iterdir()} == expected, "temporary (.CASE.partial*) or misnamed files left"
+    for case, volume in volumes.items():
+        assert json.loads((out / f"{case}.json").read_text())["spacing"] == [2.0, 1.0, 1.0]
+        seg = tifffile.imread(out / f"{case}.tif")
+        assert thresholded(volume, seg) and 0.3 < seg.mean() < 0.7
+        assert np.load(out / f"{case}.npz")["probabilities"].shape == (2, *volume.shape)
+
+
+def _preprocessor_classes():
+    from nnunetv2.preprocessing.preprocessors.default_preprocessor import DefaultPreprocessor
+
+    class NegatingPreprocessor(DefaultPreprocessor):
+        """nnU-Net's preprocessing, then the intensities negated: the segmentation flips if this class runs."""
+
+        def run_case_npy(self, data, seg, properties, plans_manager, configuration_manager, dataset_json):
+            data, seg, properties = super().run_case_npy(
+                data, seg, properties, plans_manager, configuration_manager, dataset_json
+            )
+            return -data, seg, properties
+
+    class NegatingFilePreprocessor(DefaultPreprocessor):
+        """One that reads its own files (overrides ``run_case``, as nnUNetPredictor calls it)."""
+
+        def run_case(self, image_files, seg_file, plans_manager, configuration_manager, dataset_json):
+            data, seg, properties = super().run_case(
+                image_files, seg_file, plans_manager, configuration_manager, dataset_json
+            )
+            return -data, seg, properties
+
+    return {c.__name__: c for c in (NegatingPreprocessor, NegatingFilePreprocessor)}
+
+
+@pytest.mark.parametrize("name", ["NegatingPreprocessor", "NegatingFilePreprocessor"])
+def test_fast_predict_uses_the_plans_preprocessor_class(name, tiff_cases, tmp_path, monkeypatch):
+    """The plans' preprocessor_name is looked up by nnU-Net's own ConfigurationManager.preprocessor_class (its
+    search of nnunetv2.preprocessing is extended by the test with the custom classes) and instantiated."""
+    import tifffile
+    from nnunetv2.utilities.plans_handling import plans_handler
+
+    from nnunet_lite.deploy.fast_predict import predict_folder_fast
+
+    custom, original = _preprocessor_classes(), plans_handler.recursive_find_python_class
+    monkeypatch.setattr(
+        plans_handler,
+        "recursive_find_python_class",
+        lambda folder, class_name, current_module: (
+            custom.get(class_name) or original(folder, class_name, current_module)
+        ),
+    )
+    images, volumes = tiff_cases
+    predict_folder_fast(stub_engine(preprocessor=name), images, tmp_path / "out", progress=False)
+    for case, volume in volumes.items():
+        assert thresholded(volume, tifffile.imread(tmp_path / "out" / f"{case}.tif"), foreground_above=False)
+
+
+def test_fast_predict_refuses_an_unknown_preprocessor(tiff_cases, tmp_path):
+    from nnunet_lite.deploy.engines import PredictError
+    from nnunet_lite.deploy.fast_predict import predict_folder_fast
+
+    with pytest.raises(PredictError, match="preprocessor_name 'NoSuchPreprocessor'.*cannot find") as error:
+        predict_folder_fast(stub_engine(preprocessor="NoSuchPreprocessor"), tiff_cases[0], tmp_path, progress=False)
+    assert "\n" not in str(error.value)

@@ -5,8 +5,9 @@ goes"): spawned preprocessing and export processes, inter-process transfer, and 
 window (and one mirrored copy) per network call. This module keeps nnU-Net's own steps and numerics and removes the
 overhead:
 
-- reading and preprocessing (``DefaultPreprocessor.run_case``: transpose, crop to nonzero, normalisation,
-  resampling, which nnU-Net already skips when the shape matches) run in reader threads ahead of the network;
+- reading and preprocessing (the plans' ``preprocessor_class``, as nnU-Net; ``DefaultPreprocessor``'s transpose,
+  crop to nonzero, normalisation, resampling, which nnU-Net already skips when the shape matches) run in reader
+  threads ahead of the network;
 - the sliding window is nnU-Net's (its padding, window positions, Gaussian importance map and fp16 accumulation in
   the same order), but the windows of one image, their mirrored copies and the windows of consecutive images of the
   same preprocessed shape go through the network as batches;
@@ -25,6 +26,7 @@ from __future__ import annotations
 import itertools
 import os
 import re
+import tempfile
 import threading
 import time
 from collections import deque
@@ -141,6 +143,18 @@ class _Timer:
             self.seconds[stage] = self.seconds.get(stage, 0.0) + seconds
 
 
+def plans_preprocessor(configuration_manager):
+    """The plans' preprocessor, found and instantiated as ``nnUNetPredictor`` does
+    (``configuration_manager.preprocessor_class``): a custom ``preprocessor_name`` must not fall back silently."""
+    cls = configuration_manager.preprocessor_class
+    if cls is None:
+        raise PredictError(
+            f"the plans name preprocessor_name {configuration_manager.preprocessor_name!r}, which nnU-Net cannot find "
+            f"in nnunetv2.preprocessing: install the package that provides it (nnUNetv2_predict would fail the same)"
+        )
+    return cls(verbose=False)
+
+
 def predict_folder_fast(
     engine: Engine,
     input_folder: str | os.PathLike,
@@ -206,15 +220,22 @@ def predict_folder_fast(
 
     mirror_axes = engine.mirror_axes if use_mirroring else None
     writer_class = fast_reader_writer(pm.image_reader_writer_class)
-    preprocessor = DefaultPreprocessor(verbose=False)
+    preprocessor = plans_preprocessor(cm)
     export_threads = export_threads or 1
+
+    # a preprocessor that reads its own files (overrides run_case) is called as nnUNetPredictor calls it
+    own_reading = type(preprocessor).run_case is not DefaultPreprocessor.run_case
 
     def read(case: str):
         t0 = time.perf_counter()
-        data, properties = writer_class().read_images(cases[case])
-        t1 = time.perf_counter()
-        timer.add("read", t1 - t0)
-        data, _, properties = preprocessor.run_case_npy(data, None, properties, pm, cm, dataset_json)
+        if own_reading:
+            data, _, properties = preprocessor.run_case(cases[case], None, pm, cm, dataset_json)
+            t1 = t0
+        else:
+            data, properties = writer_class().read_images(cases[case])
+            t1 = time.perf_counter()
+            timer.add("read", t1 - t0)
+            data, _, properties = preprocessor.run_case_npy(data, None, properties, pm, cm, dataset_json)
         if data.shape[0] != num_channels:
             raise PredictError(f"case {case}: {data.shape[0]} channels, the model expects {num_channels}")
         timer.add("preprocess", time.perf_counter() - t1)
@@ -228,18 +249,20 @@ def predict_folder_fast(
         t1 = time.perf_counter()
         timer.add("export (resample, argmax)", t1 - t0)
         segmentation, probabilities = ret if save_probabilities else (ret, None)
-        # temporary names, renamed into place: an interrupted run leaves no half-written segmentation
-        tmp = output_folder / f".{case}.partial"
+        # final names inside a temporary folder, renamed into place: an interrupted run leaves no half-written
+        # segmentation, and writers that add files named after the output (Tiff3DIO's CASE.json spacing) name them
+        # right. The segmentation moves last: its presence is what --continue-prediction trusts.
         final = output_folder / f"{case}{file_ending}"
-        if probabilities is not None:
-            from batchgenerators.utilities.file_and_folder_operations import save_pickle
+        with tempfile.TemporaryDirectory(prefix=f".{case}.partial-", dir=output_folder) as tmp:
+            tmp = Path(tmp)
+            if probabilities is not None:
+                from batchgenerators.utilities.file_and_folder_operations import save_pickle
 
-            np.savez_compressed(str(tmp) + ".npz", probabilities=probabilities)
-            save_pickle(properties, str(tmp) + ".pkl")
-            os.replace(str(tmp) + ".npz", output_folder / f"{case}.npz")
-            os.replace(str(tmp) + ".pkl", output_folder / f"{case}.pkl")
-        writer_class().write_seg(segmentation, str(tmp) + file_ending, properties)
-        os.replace(str(tmp) + file_ending, final)
+                np.savez_compressed(tmp / f"{case}.npz", probabilities=probabilities)
+                save_pickle(properties, str(tmp / f"{case}.pkl"))
+            writer_class().write_seg(segmentation, str(tmp / final.name), properties)
+            for f in sorted(tmp.iterdir(), key=lambda f: f.name == final.name):
+                os.replace(f, output_folder / f.name)
         timer.add("write", time.perf_counter() - t1)
         return str(final)
 
