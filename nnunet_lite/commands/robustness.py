@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import json
 import shlex
 import sys
 from pathlib import Path
@@ -21,6 +22,9 @@ def _make(args: argparse.Namespace) -> int:
         overwrite=args.overwrite,
     )
     print(f"wrote {folder} (manifest.json lists the cases, parameters and seconds per set)")
+    skipped = json.loads((folder / "manifest.json").read_text()).get("skipped_corruptions", {})
+    for name, why in skipped.items():
+        print(f"left out {name}: the images are not 8-bit and {why}")
     return 0
 
 

@@ -181,6 +181,57 @@ def specular_highlights(image: np.ndarray, count_radius: tuple[int, float], rng:
     return image * (1 - alpha) + alpha
 
 
+# ------------------------------------------------------------------------------------ float (non-8-bit) variants
+# CT, MR and other non-8-bit intensities must not pass through 8-bit Pillow: that quantises every severity to 256
+# levels (16 HU steps on a 4000 HU CT range). The variants below work on the same [0, 1]-scaled float image and keep
+# every gradation; 8-bit images keep the reference implementations above, bit for bit.
+
+
+def brightness_float(image: np.ndarray, factor: float, rng: np.random.Generator) -> np.ndarray:
+    """An intensity offset of ``factor - 1`` times the mean of the range-scaled image: the mean moves as far as under
+    Pillow's brightness (``x * factor``), as a uniform shift (a calibration or window offset; there is no "black" to
+    scale towards in HU). An offset of ``factor - 1`` times the whole range would saturate every voxel of a CT at
+    gain 2.0 (ultrasound severity 5)."""
+    return image + (factor - 1) * image.mean()
+
+
+def contrast_float(image: np.ndarray, factor: float, rng: np.random.Generator) -> np.ndarray:
+    """Scaling around the mean by ``factor``: Pillow's ``ImageEnhance.Contrast`` formula in float, over the whole
+    array given (a whole volume at once, so that its slices stay consistent)."""
+    mean = image.mean()
+    return mean + factor * (image - mean)
+
+
+def pixelate_float(image: np.ndarray, factor: float, rng: np.random.Generator) -> np.ndarray:
+    """:func:`pixelate` with Pillow's box filter on 32-bit float pixels (mode ``F``): same geometry, no 8-bit step."""
+
+    def one(x: np.ndarray) -> np.ndarray:
+        pil = Image.fromarray(x.astype(np.float32))
+        small = pil.resize((max(1, int(pil.width * factor)), max(1, int(pil.height * factor))), Image.BOX)
+        return np.asarray(small.resize(pil.size, Image.BOX), dtype=np.float64)
+
+    return _per_channel(image, one)
+
+
+def shot_noise_float(image: np.ndarray, photons: float, rng: np.random.Generator) -> np.ndarray:
+    """Poisson noise's mean and variance (``x`` and ``x / photons``) as Gaussian noise: :func:`shot_noise` divides
+    integer counts by ``photons``, which leaves only ``photons + 1`` levels (4 at severity 5)."""
+    return image + rng.normal(0, 1, image.shape) * np.sqrt(np.clip(image, 0, None) / photons)
+
+
+# function for 8-bit images -> float variant; a string instead says why the corruption has no float version
+FLOAT_VARIANTS: dict[Callable, Callable | str] = {
+    brightness: brightness_float,
+    contrast: contrast_float,
+    pixelate: pixelate_float,
+    shot_noise: shot_noise_float,
+    jpeg_compression: "JPEG is an 8-bit codec (its artefacts are 8-bit quantisation); CT/MR and other non-8-bit "
+    "intensities are not stored or acquired that way",
+}
+# float variants that use whole-array statistics: applied to a volume at once, not slice by slice
+WHOLE_VOLUME = (brightness_float, contrast_float)
+
+
 @dataclass(frozen=True)
 class Corruption:
     """One corruption of a suite: the function and its parameter for severities 1-5, with where they come from."""
@@ -190,11 +241,30 @@ class Corruption:
     parameters: tuple
     source: str
 
-    def apply(self, image: np.ndarray, severity: int, rng: np.random.Generator) -> np.ndarray:
-        """``image``: float in [0, 1], H x W or H x W x C; returns the same shape, clipped to [0, 1]."""
+    def float_function(self) -> Callable[[np.ndarray, object, np.random.Generator], np.ndarray] | None:
+        """The implementation for non-8-bit intensities (CT, MR, 16-bit, float), or None if there is none."""
+        variant = FLOAT_VARIANTS.get(self.function, self.function)
+        return None if isinstance(variant, str) else variant
+
+    def float_refusal(self) -> str | None:
+        """Why this corruption has no float implementation, or None if it has one."""
+        variant = FLOAT_VARIANTS.get(self.function)
+        return variant if isinstance(variant, str) else None
+
+    def apply(
+        self, image: np.ndarray, severity: int, rng: np.random.Generator, *, eight_bit: bool = True
+    ) -> np.ndarray:
+        """``image``: float in [0, 1], H x W or H x W x C; returns the same shape, clipped to [0, 1].
+
+        ``eight_bit``: the image came from 8-bit pixels (reference implementations, some through Pillow); False for
+        any other intensities, which use the float variants (:data:`FLOAT_VARIANTS`) and never pass through 8 bits.
+        """
         if severity not in SEVERITIES:
             raise ValueError(f"severity must be one of {SEVERITIES}, got {severity}")
-        return np.clip(self.function(image, self.parameters[severity - 1], rng), 0, 1)
+        function = self.function if eight_bit else self.float_function()
+        if function is None:
+            raise ValueError(f"{self.name}: no float implementation: {self.float_refusal()}")
+        return np.clip(function(image, self.parameters[severity - 1], rng), 0, 1)
 
 
 IMAGENET_C = "ImageNet-C"

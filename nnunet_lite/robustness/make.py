@@ -26,7 +26,7 @@ from tqdm import tqdm
 
 from ..atomic import atomic_folder
 from ..comparison.nnunet_io import ComparisonError, dataset_name, require_env
-from .corruptions import SEVERITIES, case_rng, get_suite
+from .corruptions import SEVERITIES, WHOLE_VOLUME, case_rng, get_suite
 
 NATURAL_IMAGE_ENDINGS = (".png", ".bmp", ".tif", ".tiff")
 CLEAN = "clean"
@@ -70,7 +70,7 @@ def read_image(path: Path) -> tuple[np.ndarray, object]:
     """A float image in [0, 1] as H x W (x C) for 2D files, or Z x H x W for volumes, and what ``write_image`` needs.
 
     8-bit 2D images are divided by 255 (the corruptions' parameters assume this range); anything else is rescaled by
-    its own min and max and mapped back after corruption."""
+    its own min and max, corrupted in float (never through 8 bits) and mapped back after corruption."""
     name = path.name.lower()
     if name.endswith(NATURAL_IMAGE_ENDINGS):
         if name.endswith((".tif", ".tiff")):
@@ -91,6 +91,15 @@ def read_image(path: Path) -> tuple[np.ndarray, object]:
     array = sitk.GetArrayFromImage(image).astype(np.float64)
     low, high = float(array.min()), float(array.max())
     return (array - low) / max(high - low, 1e-12), ("sitk", image, low, high)
+
+
+def is_eight_bit(path: Path) -> bool:
+    """Whether ``path`` holds 8-bit 2D pixels, which use the corruptions' reference implementations; anything else
+    (CT, MR, 16-bit, float) is corrupted in float (:meth:`Corruption.apply`)."""
+    if not path.name.lower().endswith(NATURAL_IMAGE_ENDINGS):
+        return False
+    kind, dtype, _, _ = read_image(path)[1]
+    return np.dtype(dtype) == np.uint8
 
 
 def write_image(array: np.ndarray, info: object, path: Path) -> None:
@@ -118,12 +127,29 @@ def write_image(array: np.ndarray, info: object, path: Path) -> None:
     sitk.WriteImage(out, str(path), useCompression=True)
 
 
-def corrupt_array(array: np.ndarray, corruption, severity: int, rng: np.random.Generator, volume: bool) -> np.ndarray:
+def corrupt_array(
+    array: np.ndarray, corruption, severity: int, rng: np.random.Generator, volume: bool, eight_bit: bool = True
+) -> np.ndarray:
     """2D images directly; volumes slice by slice along the first (z) axis (the corruptions are 2D acquisition
-    artefacts), the slices drawing from one stream in order."""
-    if not volume:
-        return corruption.apply(array, severity, rng)
-    return np.stack([corruption.apply(array[z], severity, rng) for z in range(array.shape[0])])
+    artefacts), the slices drawing from one stream in order, except the float intensity changes that use the whole
+    volume's statistics (:data:`~nnunet_lite.robustness.corruptions.WHOLE_VOLUME`). ``eight_bit``: see
+    :meth:`Corruption.apply`."""
+    if not volume or (not eight_bit and corruption.float_function() in WHOLE_VOLUME):
+        return corruption.apply(array, severity, rng, eight_bit=eight_bit)
+    return np.stack([corruption.apply(array[z], severity, rng, eight_bit=eight_bit) for z in range(array.shape[0])])
+
+
+def _drop_8bit_only(chosen: tuple, explicit: bool, dataset: str) -> tuple[tuple, dict[str, str]]:
+    """The corruptions that have a float implementation, and the dropped ones with the reason. Corruptions the user
+    named explicitly are refused instead of dropped."""
+    refused = {c.name: c.float_refusal() for c in chosen if c.float_refusal()}
+    if refused and explicit:
+        name, why = next(iter(refused.items()))
+        raise ComparisonError(
+            f"--corruptions {name}: {dataset} has non-8-bit intensities and {name} has no float implementation ({why});"
+            f" leave it out"
+        )
+    return tuple(c for c in chosen if c.name not in refused), refused
 
 
 def make_corrupted_sets(
@@ -171,6 +197,12 @@ def make_corrupted_sets(
             f"{images} has no image files <case>_XXXX{ending} for {len(lacking)} cases: {lacking[:5]}"
         )
     volume = not ending.lower().endswith(NATURAL_IMAGE_ENDINGS)
+    eight_bit = {f: is_eight_bit(f) for case_files in files.values() for f in case_files}
+    skipped: dict[str, str] = {}
+    if not all(eight_bit.values()):
+        chosen, skipped = _drop_8bit_only(chosen, bool(corruptions), name)
+        if not chosen:
+            raise ComparisonError(f"no corruption of suite {suite} applies to the non-8-bit images of {name}")
     set_name = set_name_for(suite, from_fold)
     target = set_folder(name, set_name)
     n_files = sum(len(f) for f in files.values())
@@ -193,7 +225,7 @@ def make_corrupted_sets(
                     array, info = read_image(f)
                     for severity in severities:
                         rng = case_rng(seed, corruption.name, f.name)
-                        out = corrupt_array(array, corruption, severity, rng, volume)
+                        out = corrupt_array(array, corruption, severity, rng, volume, eight_bit[f])
                         write_image(out, info, tmp / f"{corruption.name}_s{severity}" / "imagesTs" / f.name)
                         bar.update()
             timings[corruption.name] = (time.perf_counter() - started) / len(severities)
@@ -221,6 +253,8 @@ def make_corrupted_sets(
                 }
                 for c in chosen
             ],
+            "intensities": "8-bit" if all(eight_bit.values()) else "float (non-8-bit images present)",
+            "skipped_corruptions": skipped,
             "sets": [CLEAN] + [f"{c.name}_s{s}" for c in chosen for s in severities],
         }
         (tmp / "manifest.json").write_text(json.dumps(manifest, indent=2) + "\n")
