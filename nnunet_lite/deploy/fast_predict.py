@@ -34,12 +34,17 @@ from collections.abc import Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
 
 from .engines import Engine, PredictError
 from .sliding_window import DEFAULT_MAX_BATCH_ELEMENTS, sliding_window_logits
+
+if TYPE_CHECKING:  # nnU-Net's modules are imported where used (start-up time of the CLI)
+    from nnunetv2.preprocessing.preprocessors.default_preprocessor import DefaultPreprocessor
+    from nnunetv2.utilities.plans_handling.plans_handler import ConfigurationManager
 
 # --- file IO ---------------------------------------------------------------------------------------------------------
 
@@ -143,7 +148,7 @@ class _Timer:
             self.seconds[stage] = self.seconds.get(stage, 0.0) + seconds
 
 
-def plans_preprocessor(configuration_manager):
+def plans_preprocessor(configuration_manager: ConfigurationManager) -> DefaultPreprocessor:
     """The plans' preprocessor, found and instantiated as ``nnUNetPredictor`` does
     (``configuration_manager.preprocessor_class``): a custom ``preprocessor_name`` must not fall back silently."""
     cls = configuration_manager.preprocessor_class
