@@ -192,6 +192,45 @@ def test_zeroshot_refuses_incompatible_pair(trained, capsys):
 
 
 @pytest.mark.slow
+def test_zeroshot_ensemble_is_nnunets_fold_ensemble(trained, results, tmp_path, capsys):
+    from nnunetv2.inference.predict_from_raw_data import nnUNetPredictor
+
+    from nnunet_lite.comparison.compare import run_compare
+
+    args = ["zeroshot", "--source-dataset", DATASET, "--target-dataset", TARGET, "-tr", BASELINE, "--device", "cpu"]
+    assert cli(*args, "-f", "0", "--ensemble") == 1
+    assert "--ensemble averages several folds' predictions; got -f 0" in capsys.readouterr().err
+    assert cli(*args, "-f", "0", "1", "--ensemble") == 0
+    assert "ensemble of folds 0 1" in capsys.readouterr().out
+    target = "Dataset912_SyntheticLesionsB"
+    out = results / f"{BASELINE}__nnUNetPlans__2d" / "zeroshot" / target / "ensemble"
+    info = json.loads((out / "zeroshot.json").read_text())
+    assert info["fold"] == "ensemble" and info["folds"] == ["0", "1"] and info["num_cases"] == 3
+
+    # the same pixels as nnU-Net's predictor given both folds (it averages the folds' softmax)
+    target_raw = Path(os.environ["nnUNet_raw"]) / target
+    own = tmp_path / "own"
+    own.mkdir()
+    predictor = nnUNetPredictor(device=torch.device("cpu"), allow_tqdm=False)
+    predictor.initialize_from_trained_model_folder(str(results / f"{BASELINE}__nnUNetPlans__2d"), use_folds=(0, 1))
+    predictor.predict_from_files_sequential(str(target_raw / "imagesTs"), str(own))
+    scores = per_case(out / "summary.json")
+    assert sorted(scores) == sorted(p.name for p in own.glob("*.png"))
+    for name, metrics in scores.items():
+        pred = np.asarray(Image.open(out / name))
+        np.testing.assert_array_equal(pred, np.asarray(Image.open(own / name)))
+        ref = np.asarray(Image.open(target_raw / "labelsTs" / name)) == 1
+        assert metrics["Dice"] == pytest.approx(dice(pred == 1, ref), nan_ok=True)
+
+    # compare: one prediction per case, its own source
+    source = f"zero-shot {target} (ensemble)"
+    comparison = run_compare(DATASET, "2d", trainers=[BASELINE], folds=["0", "1"], stats_on=source, n_resamples=200)
+    row = comparison.table.set_index("model").loc[BASELINE]
+    assert row[f"{source}: n_cases"] == 3 and source not in comparison.shared
+    assert row[f"{source}: Dice_mean_cases"] == pytest.approx(np.nanmean([m["Dice"] for m in scores.values()]))
+
+
+@pytest.mark.slow
 def test_compare_table_folds_statistics_and_pooled_dice(results, zeroshot, trained, tmp_path):
     # test-set predictions of the baseline, named after the trainer so that compare can attribute them
     pred = tmp_path / BASELINE

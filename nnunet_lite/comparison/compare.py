@@ -38,8 +38,6 @@ from .nnunet_io import (
 )
 from .stats import bootstrap_mean_ci, pooled_dice_iou
 
-__all__ = ["CV", "Comparison", "ComparisonError", "label_names", "paired_statistics", "run_compare", "summary_rows"]
-
 ENSEMBLE = "ensemble"
 # extra per-model columns a caller adds (e.g. the robustness results): (models, folds) -> {label: {column: value}}
 ExtraColumns = Callable[[Sequence[ModelFolder], list[str]], dict[str, dict[str, float]]]
