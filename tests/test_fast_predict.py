@@ -530,3 +530,15 @@ def test_fast_predict_refuses_an_unknown_preprocessor(tiff_cases, tmp_path):
     with pytest.raises(PredictError, match="preprocessor_name 'NoSuchPreprocessor'.*cannot find") as error:
         predict_folder_fast(stub_engine(preprocessor="NoSuchPreprocessor"), tiff_cases[0], tmp_path, progress=False)
     assert "\n" not in str(error.value)
+
+
+@pytest.mark.parametrize("flag", [["--nnunet-pipeline"], ["--preprocess-workers", "0"]], ids=["pipeline", "workers"])
+def test_nnunet_pipeline_without_export_folder_is_one_line(flag, tmp_path, capsys):
+    """``-d`` names an nnUNet_results model; nnU-Net's own pipeline here runs export folders (-m) only."""
+    from nnunet_lite.cli import main
+
+    args = ["predict", "-i", str(tmp_path), "-o", str(tmp_path / "out"), "-d", "924", *flag]
+    assert main(args) == 1
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and f"{flag[0]}" in err.split(" runs ")[0] and "-m EXPORT_FOLDER" in err
+    assert not (tmp_path / "out").exists()

@@ -7,6 +7,7 @@ none and is left out of a suite (or refused when named). No training: only nnUNe
 
 import json
 import os
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -80,6 +81,7 @@ def write_volume(array: np.ndarray, path: Path, spacing=(1.5, 1.0, 1.0)) -> None
 def ct_dataset(nnunet_env) -> Path:
     """A raw NIfTI dataset: a float32 synthetic CT and, when the shared sample is there, the real int16 CT."""
     raw = Path(os.environ["nnUNet_raw"]) / "Dataset931_CTVolumes"
+    shutil.rmtree(raw / "robustness", ignore_errors=True)  # the nnU-Net folders are shared by the session
     for sub in ("imagesTs", "labelsTs"):
         (raw / sub).mkdir(parents=True, exist_ok=True)
     ct = synthetic_ct((6, 96, 96))
@@ -151,3 +153,41 @@ def test_real_ct_sample_has_fine_gradations():
     """The real sample the make test uses: int16 HU with thousands of levels, which an 8-bit step would destroy."""
     ct = read(REAL_CT / "example_ct_sm.nii.gz")
     assert ct.dtype == np.int16 and len(np.unique(ct)) > 1000 and ct.max() - ct.min() > 2000
+
+
+@pytest.mark.slow  # nnU-Net's predictor searches its whole trainer tree (~30 s on the shared 2 cores)
+def test_run_refuses_unknown_trainers_in_one_line(ct_dataset, capsys):
+    """A trainer without a model folder (closest trained one suggested), a half-created model folder, and a
+    checkpoint whose trainer class nnU-Net cannot import: one line each, no traceback."""
+    import torch
+
+    from .test_fast_predict import stub_plans
+
+    make = ["robustness", "make", "-d", 931, "--suite", "generic", "--corruptions", "gaussian_noise"]
+    assert cli(*make, "--severities", 1) == 0
+    model = Path(os.environ["nnUNet_results"]) / ct_dataset.name / "nnUNetTrainer__nnUNetPlans__3d_fullres"
+    (model / "fold_0").mkdir(parents=True)
+    run = ["robustness", "run", "-d", 931, "-c", "3d_fullres", "-f", 0, "--device", "cpu"]
+    capsys.readouterr()
+
+    def one_line_error(trainer: str) -> str:
+        assert cli(*run, "-tr", trainer) == 1
+        lines = [line for line in capsys.readouterr().err.splitlines() if line.strip() and "it/s]" not in line]
+        assert len(lines) == 1, lines  # one line besides the progress bar
+        return lines[0]
+
+    err = one_line_error("nnUNetTrainr")
+    assert "unknown trainer 'nnUNetTrainr'" in err and "did you mean -tr nnUNetTrainer?" in err
+    assert "lacks plans.json and dataset.json" in one_line_error("nnUNetTrainer")
+
+    (model / "plans.json").write_text(json.dumps(stub_plans("SimpleITKIO", "DefaultPreprocessor")))
+    (model / "dataset.json").write_text((ct_dataset / "dataset.json").read_text())
+    checkpoint = {
+        "trainer_name": "nnUNetTrainerGone",
+        "init_args": {"configuration": "3d_fullres"},
+        "network_weights": {},
+    }
+    torch.save(checkpoint, model / "fold_0" / "checkpoint_final.pth")
+    err = one_line_error("nnUNetTrainer")
+    assert "trainer class 'nnUNetTrainerGone'" in err and "nnUNet_extTrainer" in err
+    assert not (model / "robustness").exists() or not any((model / "robustness").rglob("summary.json"))

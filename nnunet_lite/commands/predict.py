@@ -80,6 +80,12 @@ def run(args: argparse.Namespace) -> int:
     try:
         workers = (args.preprocess_workers, args.export_workers)
         if args.nnunet_pipeline or workers != (None, None):  # nnUNetPredictor + onnxruntime: the reference path
+            if not args.model:
+                flag = "--nnunet-pipeline" if args.nnunet_pipeline else "--preprocess-workers/--export-workers"
+                raise PredictError(
+                    f"{flag} runs an nnunet_lite export folder: pass it with -m EXPORT_FOLDER (-d {args.d} names an "
+                    f"nnUNet_results model, which the default fast path runs: drop {flag})"
+                )
             from ..deploy.predict import predict_folder
 
             files = predict_folder(

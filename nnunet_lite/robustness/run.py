@@ -13,6 +13,7 @@ a set regenerated with ``make --overwrite`` gets a new manifest id and is predic
 
 from __future__ import annotations
 
+import difflib
 import json
 import time
 from collections.abc import Sequence
@@ -22,10 +23,50 @@ import torch
 from tqdm import tqdm
 
 from ..atomic import atomic_folder
-from ..comparison.nnunet_io import ComparisonError, dataset_name, quiet
+from ..comparison.nnunet_io import ComparisonError, dataset_name, quiet, require_env
 from ..nnunet_env import make_trainers_discoverable
 from .make import load_manifest
 from .paths import model_folder, result_folder  # torch-free home of the result paths (report and figure read them)
+
+
+def trained_model_folder(dataset: str, trainer: str, plans_name: str, configuration: str) -> Path:
+    """:func:`model_folder`, refusing in one line (the closest trained trainer suggested) a trainer without a model
+    folder and a folder without nnU-Net's plans.json/dataset.json (e.g. left by a training that never started)."""
+    results = require_env("nnUNet_results") / dataset
+    if not (results / f"{trainer}__{plans_name}__{configuration}").is_dir():
+        found = sorted(p.name for p in results.glob("*__*__*")) if results.is_dir() else []
+        same = [name.split("__")[0] for name in found if name.endswith(f"__{plans_name}__{configuration}")]
+        close = difflib.get_close_matches(trainer, same, n=1, cutoff=0.6)
+        hint = f"; did you mean -tr {close[0]}?" if close else ""
+        raise ComparisonError(
+            f"unknown trainer {trainer!r}: no model folder {trainer}__{plans_name}__{configuration} in "
+            f"{results}{hint} (found: {', '.join(found) or 'none'})"
+        )
+    model = model_folder(dataset, trainer, plans_name, configuration)
+    missing = [name for name in ("plans.json", "dataset.json") if not (model / name).is_file()]
+    if missing:
+        raise ComparisonError(
+            f"{model} lacks {' and '.join(missing)}: not a complete nnU-Net results folder (train it with "
+            f"nnUNetv2_train, or remove the folder)"
+        )
+    return model
+
+
+def _initialize(predictor, model: Path, fold: str, checkpoint: str) -> None:
+    """``initialize_from_trained_model_folder``, with nnU-Net's multi-line "could not find trainer" error (a
+    checkpoint of a trainer class that is not importable here) as one line."""
+    try:
+        predictor.initialize_from_trained_model_folder(
+            str(model), use_folds=(int(fold) if fold != "all" else fold,), checkpoint_name=checkpoint
+        )
+    except RuntimeError as e:
+        if "Could not find requested nnunet trainer" not in str(e):
+            raise
+        name = torch.load(model / f"fold_{fold}" / checkpoint, map_location="cpu", weights_only=False)["trainer_name"]
+        raise ComparisonError(
+            f"{model / f'fold_{fold}' / checkpoint} was trained with trainer class {name!r}, which nnU-Net cannot "
+            f"import here: add the folder that defines it to nnUNet_extTrainer"
+        ) from None
 
 
 def is_done(folder: Path, manifest_id: str, checkpoint: str, use_mirroring: bool) -> bool:
@@ -108,7 +149,7 @@ def run_robustness(
             f"set {set_name} holds the validation cases of fold {manifest['from_fold']}; the models of other folds "
             f"were trained on them. Use -f {manifest['from_fold']}"
         )
-    models = {trainer: model_folder(name, trainer, plans_name, configuration) for trainer in trainers}
+    models = {trainer: trained_model_folder(name, trainer, plans_name, configuration) for trainer in trainers}
     for model in models.values():
         absent = [f for f in fold_names if not (model / f"fold_{f}" / checkpoint).is_file()]
         if absent:
@@ -119,45 +160,45 @@ def run_robustness(
     rows = []
     total = len(models) * len(fold_names) * len(manifest["sets"])
     bar = tqdm(total=total, disable=not progress, desc=f"robustness run {set_name}")
-    for trainer, model in models.items():
-        dataset_json, plans = load_json(str(model / "dataset.json")), load_json(str(model / "plans.json"))
-        for fold in fold_names:
-            predictor = None
-            for sub in manifest["sets"]:
-                output = result_folder(model, set_name, fold, sub)
-                row = {"trainer": trainer, "fold": fold, "set": sub, "output": str(output)}
-                if is_done(output, manifest["id"], checkpoint, use_mirroring):
-                    info = json.loads((output / "robustness.json").read_text())
-                    rows.append({**row, "status": "done before", **info})
+    try:  # the bar ends its line before an error is printed
+        for trainer, model in models.items():
+            dataset_json, plans = load_json(str(model / "dataset.json")), load_json(str(model / "plans.json"))
+            for fold in fold_names:
+                predictor = None
+                for sub in manifest["sets"]:
+                    output = result_folder(model, set_name, fold, sub)
+                    row = {"trainer": trainer, "fold": fold, "set": sub, "output": str(output)}
+                    if is_done(output, manifest["id"], checkpoint, use_mirroring):
+                        info = json.loads((output / "robustness.json").read_text())
+                        rows.append({**row, "status": "done before", **info})
+                        bar.update()
+                        continue
+                    if predictor is None:  # one network load per trainer and fold, reused for every set
+                        with quiet():
+                            predictor = nnUNetPredictor(
+                                use_mirroring=use_mirroring,
+                                perform_everything_on_device=device == "cuda",
+                                device=torch.device(device),
+                                allow_tqdm=False,
+                            )
+                            _initialize(predictor, model, fold, checkpoint)
+                    with atomic_folder(output, overwrite=True) as tmp, quiet():
+                        started = time.perf_counter()
+                        predictor.predict_from_files_sequential(str(folder / sub / "imagesTs"), str(tmp))
+                        seconds = time.perf_counter() - started
+                        summary = evaluate_in_process(labels, tmp, dataset_json, plans, tmp / "summary.json")
+                        info = {
+                            "manifest": manifest["id"],
+                            "checkpoint": checkpoint,
+                            "use_mirroring": use_mirroring,
+                            "device": device,
+                            "num_cases": len(summary["metric_per_case"]),
+                            "seconds_predict": round(seconds, 3),
+                            "foreground_mean_dice": summary["foreground_mean"]["Dice"],
+                        }
+                        (tmp / "robustness.json").write_text(json.dumps(info, indent=2) + "\n")
+                    rows.append({**row, "status": "predicted", **info})
                     bar.update()
-                    continue
-                if predictor is None:  # one network load per trainer and fold, reused for every set
-                    with quiet():
-                        predictor = nnUNetPredictor(
-                            use_mirroring=use_mirroring,
-                            perform_everything_on_device=device == "cuda",
-                            device=torch.device(device),
-                            allow_tqdm=False,
-                        )
-                        predictor.initialize_from_trained_model_folder(
-                            str(model), use_folds=(int(fold) if fold != "all" else fold,), checkpoint_name=checkpoint
-                        )
-                with atomic_folder(output, overwrite=True) as tmp, quiet():
-                    started = time.perf_counter()
-                    predictor.predict_from_files_sequential(str(folder / sub / "imagesTs"), str(tmp))
-                    seconds = time.perf_counter() - started
-                    summary = evaluate_in_process(labels, tmp, dataset_json, plans, tmp / "summary.json")
-                    info = {
-                        "manifest": manifest["id"],
-                        "checkpoint": checkpoint,
-                        "use_mirroring": use_mirroring,
-                        "device": device,
-                        "num_cases": len(summary["metric_per_case"]),
-                        "seconds_predict": round(seconds, 3),
-                        "foreground_mean_dice": summary["foreground_mean"]["Dice"],
-                    }
-                    (tmp / "robustness.json").write_text(json.dumps(info, indent=2) + "\n")
-                rows.append({**row, "status": "predicted", **info})
-                bar.update()
-    bar.close()
+    finally:
+        bar.close()
     return rows
