@@ -151,7 +151,8 @@ def test_resume_flag_follows_the_checkpoints(tmp_path):
     assert (tmp_path / "checkpoint_latest.pth.damaged").is_file()
     torch.save({"current_epoch": 1, "network_weights": {}}, tmp_path / "checkpoint_best.pth")
     assert resume_flag(tmp_path) == ["--c"]
-    (tmp_path / "checkpoint_final.pth").write_bytes(b"")  # killed during validation: only validate again
+    # killed during validation: only validate again
+    torch.save({"current_epoch": 1, "network_weights": {}}, tmp_path / "checkpoint_final.pth")
     assert resume_flag(tmp_path) == ["--val"]
 
 
@@ -258,6 +259,125 @@ def test_tiny_study_killed_after_first_training_continues_without_retraining(tmp
         "nnUNetTrainerLGMSNet_1ep4it__nnUNetPlans__2d",
     ]
     assert all(len(list(p.glob("*.png"))) == 2 for p in predictions.iterdir())
+
+
+def _snakemake_dry_run(study_file: Path, gpus: int = 0, quiet: bool = True) -> str:
+    """The output of ``study run --dry-run``'s Snakemake command (run directly: no budget trainers to write, so no
+    nnU-Net import); with quiet=False every job is printed with its resources and shell command, and Snakemake's
+    own defaults apply to resources a rule leaves out (``--default-resources``, as the SLURM runner passes it)."""
+    study = Study.load(study_file, environ={})
+    cmd = snakemake_command(study, RunOptions(dry_run=True, gpus=gpus, cores=2))
+    if not quiet and "--quiet" in cmd:
+        del cmd[cmd.index("--quiet") : cmd.index("--quiet") + 2]
+        cmd += ["--default-resources", "slurm_partition=anything"]
+    out = subprocess.run(cmd, capture_output=True, text=True, env={**os.environ, **study.environment()})
+    assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]
+    return out.stdout + out.stderr
+
+
+def _dry_run(study_file: Path) -> dict[str, int]:
+    """Jobs per rule that ``study run --dry-run`` plans; {} for "Nothing to be done"."""
+    text = _snakemake_dry_run(study_file)
+    if "Nothing to be done" in text:
+        return {}
+    table = text.split("Job stats:")[1].split("total")[0]
+    return {m.group(1): int(m.group(2)) for m in re.finditer(r"^(\w+)\s+(\d+)$", table, re.MULTILINE)}
+
+
+def _finished_tiny_study(tmp_path: Path) -> Study:
+    """The files of a finished GOOD study (empty, with increasing mtimes along the workflow), without running it."""
+    study = Study.load(write(tmp_path, GOOD), environ={})
+    ds = "Dataset993_SyntheticLesions"
+
+    def make(path: Path, stamp: int, directory: bool = False) -> None:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.mkdir(exist_ok=True) if directory else path.write_bytes(b"")
+        os.utime(path, (stamp, stamp))
+
+    t = 1_700_000_000
+    make(study.paths["nnUNet_raw"] / ds / "dataset.json", t)
+    make(study.paths["nnUNet_preprocessed"] / ds / "nnUNetPlans.json", t + 10)
+    for training in study.trainings():
+        make(training.fold_dir / "checkpoint_final.pth", t + 20)
+        make(training.fold_dir / "checkpoint_best.pth", t + 20)
+        make(training.fold_dir / "validation" / "summary.json", t + 21)
+        make(study.work_dir / "predictions" / ds / training.model_folder, t + 30, directory=True)
+    make(study.work_dir / "profile" / ds / "nnUNetPlans__2d.json", t + 30)
+    make(study.work_dir / "report" / "study_report.md", t + 40)
+    return study
+
+
+def test_an_early_report_never_stops_the_study(tmp_path):
+    pytest.importorskip("snakemake")
+    study_file = write(tmp_path, GOOD)
+    report = Study.load(study_file, environ={}).work_dir / "report" / "study_report.md"
+    report.parent.mkdir(parents=True)
+    report.write_text("# written by `study report` before anything ran\n")
+    jobs = _dry_run(study_file)
+    assert jobs.get("train") == 4 and jobs.get("predict_test") == 2 and jobs.get("report") == 1, jobs
+
+
+def test_status_and_run_agree_on_a_fold_whose_final_checkpoint_is_gone(tmp_path):
+    pytest.importorskip("snakemake")
+    from nnunet_lite.study.status import study_status
+
+    study = _finished_tiny_study(tmp_path)
+    assert [r["status"] for r in study_status(study)] == ["done"] * 4
+    assert _dry_run(study.file) == {}
+    gone = study.trainings()[3]
+    (gone.fold_dir / "checkpoint_final.pth").unlink()
+    rows = study_status(study)
+    assert [r["status"] for r in rows] == ["done", "done", "done", "interrupted"]
+    assert rows[3]["note"] == "checkpoint_final.pth is gone: trained again; resumes from checkpoint_best.pth with --c"
+    # what status leaves is what run does: that one training, its model's test predictions and the report
+    assert _dry_run(study.file) == {"retrain_request": 1, "train": 1, "predict_test": 1, "report": 1, "all": 1}
+    (gone.fold_dir / "checkpoint_best.pth").unlink()
+    assert study_status(study)[3]["status"] == "missing"
+
+
+def _planned_jobs(study_file: Path, gpus: int) -> list[dict]:
+    """Every job of a dry-run as {rule, resources, shell}."""
+    jobs = []
+    for line in _snakemake_dry_run(study_file, gpus, quiet=False).splitlines():
+        m = re.match(r"^(?:local)?rule (\w+):$", line)
+        if m:
+            jobs.append({"rule": m.group(1), "resources": {}, "shell": ""})
+        elif line.startswith("    resources: "):
+            jobs[-1]["resources"] = dict(kv.split("=", 1) for kv in line.split(": ", 1)[1].split(", "))
+        elif line.startswith("Shell command: "):
+            jobs[-1]["shell"] = line
+    return jobs
+
+
+GPU_STUDY = (
+    GOOD.replace("[resources.train]\n", "[resources.train]\ngpus = 1\n")
+    .replace("[resources.predict]\n", "[resources.predict]\ngpus = 1\n")
+    .replace("folds = [0, 1]", 'folds = [0, 1]\nrobustness = "dermoscopy"\nzeroshot = [{ source = 993, target = 995 }]')
+    .replace("[budget]", "[[datasets]]\nid = 995\nsynthetic = { num_train = 2 }\ntest = false\n\n[budget]")
+)
+
+
+def test_every_job_gets_its_step_memory_and_every_gpu_step_a_slot(tmp_path):
+    pytest.importorskip("snakemake")
+    jobs = _planned_jobs(write(tmp_path, GPU_STUDY), gpus=2)
+    by_rule = {}
+    for job in jobs:
+        by_rule.setdefault(job["rule"], []).append(job)
+    gpu_rules = {"train", "predict_test", "zeroshot", "profile", "robustness"}
+    assert gpu_rules | {"dataset", "preprocess", "robustness_make", "report"} <= set(by_rule), sorted(by_rule)
+    # the study file gives no mem_mb: each step's documented default (docs/studies-slurm.md), never Snakemake's
+    expected = {"preprocess": "16000", "train": "32000", "predict_test": "16000", "zeroshot": "16000"}
+    expected |= {"profile": "16000", "robustness": "16000", "dataset": "4000", "robustness_make": "4000"}
+    expected |= {"report": "4000"}
+    for rule, memory in expected.items():
+        assert {job["resources"].get("mem_mb") for job in by_rule[rule]} == {memory}, (rule, by_rule[rule])
+    lock_dir = Study.load(tmp_path / "study.toml", environ={}).work_dir / "state" / "gpu_slots"
+    for rule in gpu_rules:
+        for job in by_rule[rule]:
+            assert f"--gpu-slots 2 --lock-dir {lock_dir} -- " in job["shell"], (rule, job["shell"])
+            assert "nnunet_lite.study.job" in job["shell"] or "-m nnunet_lite.study.slot" in job["shell"]
+    for rule in ("dataset", "preprocess", "robustness_make", "report"):
+        assert all("--gpu-slots" not in job["shell"] for job in by_rule[rule]), rule
 
 
 def test_concurrent_trainings_get_different_gpus(tmp_path):

@@ -1,20 +1,20 @@
 """``study status``: the state of every training, read from nnU-Net's fold folders and the study's job markers.
 
 nnU-Net's files are the truth (on SLURM stdout is incomplete): ``checkpoint_final.pth`` + ``validation/summary.json``
-= done; ``checkpoint_latest.pth`` without them = interrupted (the next run resumes it with ``--c``); epochs done come
-from ``training_log_*.txt`` ("Epoch N" ... "Epoch time"), epochs planned from ``debug.json`` (the trainer's fields).
+= done, and nothing else is: a fold whose final checkpoint is gone is left to do even if its summary exists, and the
+Snakefile schedules exactly those folds again. ``checkpoint_final.pth`` alone = interrupted during validation (the
+next run reruns it with ``--val``); ``checkpoint_latest.pth`` or ``checkpoint_best.pth`` = interrupted (resumed with
+``--c``, as the job wrapper decides). Epochs done come from ``training_log_*.txt`` ("Epoch N" ... "Epoch time"),
+epochs planned from ``debug.json`` (the trainer's fields).
 """
 
 from __future__ import annotations
 
 import json
 import re
-import shutil
-import socket
-import subprocess
 from pathlib import Path
 
-from .job import state_files
+from .job import BEST, FINAL, LATEST, live_job, state_files
 from .study import Study, Training
 
 EPOCH = re.compile(r": Epoch (\d+)\s*$")
@@ -44,19 +44,9 @@ def epochs_planned(study: Study, fold_dir: Path) -> int | None:
     return study.spec.budget.epochs if study.spec.budget else None
 
 
-def _running(marker: Path) -> bool:
-    try:
-        state = json.loads(marker.read_text())
-    except (OSError, json.JSONDecodeError):
-        return False
-    if state.get("slurm_job_id") and shutil.which("squeue"):
-        out = subprocess.run(["squeue", "-h", "-j", str(state["slurm_job_id"])], capture_output=True, text=True)
-        return out.returncode == 0 and bool(out.stdout.strip())
-    if state.get("host") == socket.gethostname():
-        from .runner import _pid_alive
-
-        return _pid_alive(int(state["pid"]))
-    return True  # another host without SLURM: trust the marker
+def fold_done(fold_dir: Path) -> bool:
+    """The one definition of a finished training, shared with the Snakefile."""
+    return (fold_dir / FINAL).is_file() and (fold_dir / "validation" / "summary.json").is_file()
 
 
 def log_file(study: Study, t: Training) -> Path:
@@ -67,17 +57,23 @@ def training_status(study: Study, t: Training) -> dict:
     fold = t.fold_dir
     log = log_file(study, t)
     running, failed = state_files(log)
-    if (fold / "checkpoint_final.pth").is_file() and (fold / "validation" / "summary.json").is_file():
+    gone = (fold / "validation" / "summary.json").is_file() and not (fold / FINAL).is_file()
+    resume = next((n for n in (LATEST, BEST) if (fold / n).is_file()), None)
+    if fold_done(fold):
         state, note = "done", ""
-    elif running.is_file() and _running(running):
+    elif running.is_file() and live_job(running) is not None:
         state, note = "running", str(log)
     elif failed.is_file():
         info = json.loads(failed.read_text())
         state, note = "failed", f"exit {info.get('exit_code')}, read {info.get('log', log)}"
-    elif (fold / "checkpoint_latest.pth").is_file() or (fold / "checkpoint_final.pth").is_file():
-        state, note = "interrupted", "resumes with --c"
+    elif (fold / FINAL).is_file():
+        state, note = "interrupted", "validation missing: reruns it with --val"
+    elif resume:
+        state, note = "interrupted", f"resumes from {resume} with --c"
     else:
         state, note = "missing", ""
+    if gone and state != "running":
+        note = f"{FINAL} is gone: trained again" + (f"; {note}" if note else "")
     planned = epochs_planned(study, fold)
     done = epochs_done(fold) if fold.is_dir() else 0
     if state == "done" and planned is not None:
