@@ -8,7 +8,62 @@ import sys
 from pathlib import Path
 
 
+def run_training(args: argparse.Namespace) -> int:
+    """``profile --training``: nnU-Net's training iteration of each trainer, timed phase by phase."""
+    import os
+
+    if args.num_workers is not None:
+        os.environ["nnUNet_n_proc_DA"] = str(args.num_workers)  # nnU-Net's own knob for augmentation workers
+    from ..comparison.nnunet_io import ComparisonError
+    from ..comparison.profile import environment
+    from ..comparison.training_profile import format_training_profiles, profile_training
+
+    if args.d is None:
+        print("nnunet_lite profile --training: needs -d DATASET (a preprocessed dataset to train on)", file=sys.stderr)
+        return 1
+    device = "cuda" if args.device == "auto" and _cuda() else "cpu" if args.device == "auto" else args.device
+    profiles = []
+    try:
+        for trainer in args.trainers:
+            print(f"profiling the training of {trainer} ...", file=sys.stderr, flush=True)
+            profiles.append(
+                profile_training(
+                    trainer,
+                    args.d,
+                    configuration=args.c or "2d",
+                    plans_name=args.p,
+                    fold=0 if args.f == "all" else int(args.f),
+                    device=device,
+                    iterations=args.iterations,
+                    warmup=args.warmup,
+                    top=args.top,
+                    threads=args.threads,
+                )
+            )
+    except ComparisonError as e:
+        print(f"nnunet_lite profile: {e}", file=sys.stderr)
+        return 1
+    report = {"environment": environment(), "training_profiles": profiles}
+    if args.json == "-":
+        print(json.dumps(report, indent=2))
+        return 0
+    if args.json:
+        Path(args.json).write_text(json.dumps(report, indent=2) + "\n")
+    env = report["environment"]
+    print(f"nnunetv2 {env['nnunetv2']}, torch {env['torch']}, {env.get('gpu', env['cpu'])}")
+    print(format_training_profiles(profiles))
+    return 0
+
+
+def _cuda() -> bool:
+    import torch
+
+    return torch.cuda.is_available()
+
+
 def run(args: argparse.Namespace) -> int:
+    if args.training:
+        return run_training(args)
     from ..comparison.nnunet_io import ComparisonError
     from ..comparison.profile import environment, format_profiles, profile_trainer
 
@@ -101,5 +156,17 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--skip-memory", action="store_true", help="do not measure peak forward memory")
     parser.add_argument("--input-folder", default=None, help="raw images (CASE_0000.png ...) for the predictor timing")
     parser.add_argument("--num-cases", type=int, default=None, help="time at most this many cases of --input-folder")
+    training = parser.add_argument_group(
+        "training (--training)",
+        "time nnU-Net's training iteration instead of the forward pass: data wait, forward, backward, optimizer, "
+        "train_step, samples/s, achieved GMAC/s and the top operators (torch.profiler), at the plans' batch and patch",
+    )
+    training.add_argument("--training", action="store_true", help="profile training iterations (needs -d)")
+    training.add_argument("--iterations", type=int, default=5, help="timed iterations (default 5; medians)")
+    training.add_argument("--warmup", type=int, default=2, help="untimed iterations first (default 2)")
+    training.add_argument("--top", type=int, default=10, help="operators listed per trainer (default 10; 0: none)")
+    training.add_argument(
+        "--num-workers", type=int, default=None, help="augmentation workers (nnUNet_n_proc_DA; default: nnU-Net's)"
+    )
     parser.add_argument("--json", default=None, metavar="FILE", help="also write JSON to FILE ('-': JSON to stdout)")
     parser.set_defaults(func=run)
