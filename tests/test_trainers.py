@@ -67,7 +67,7 @@ def _configuration(patch_size, strides):
     ],
 )
 def test_build_network_architecture_from_plans(patch_size, strides, in_shape):
-    for cls in {c.architecture: c for c in TRAINERS.values()}.values():
+    for cls in (TRAINERS[f"nnUNetTrainer{arch}"] for arch in ("AULUNet", "LGMSNet", "MedLiteNet")):
         net = cls.build_network_architecture(None, _configuration(patch_size, strides), in_shape[1], 3, True)
         assert net(torch.randn(in_shape)).shape == (in_shape[0], 3, *in_shape[2:])
 

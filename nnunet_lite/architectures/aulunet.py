@@ -13,6 +13,9 @@ ECA-style Conv1d gates), the AKF and RGF gates are full ``C -> C`` 1x1 convoluti
   fixed 2, and decoder upsampling interpolates to the skip connection's size, so any stride layout lines up;
 - 3D is an extension not in the paper: Conv3d, BatchNorm3d, AvgPool3d and trilinear upsampling (35,296 parameters
   with 1 input and 1 output).
+
+The constructor options ``akf_dilations``, ``use_rgf`` and ``use_lsg`` build the paper's ablations (its Tables 2 and 3)
+from this same code; their defaults are the published network (same parameters and state_dict keys).
 """
 
 from __future__ import annotations
@@ -53,27 +56,61 @@ class AKF(nn.Module):
     ``F1 = DWConv3x3(x)``, ``F2 = DWConv3x3_dilation2(x)`` (no bias, norm or activation),
     ``alpha = sigmoid(Conv1x1(GAP(x)))`` (a ``C -> C`` convolution with bias, one gate value per channel) and
     ``AKF(x) = PointConv(alpha * F1 + (1 - alpha) * F2)``. There is no residual connection.
+
+    ``dilations`` selects the paper's ablations (Table 3): two values replace (1, 2) in the same sigmoid blend; three
+    or more use softmax gating over the branches, ``Conv1x1_{C->kC}(GAP(x))`` with bias, softmax across the k branches
+    per channel (the paper's "softmax-based adaptive gating"; its exact form is not published, this is the direct
+    generalisation of the two-branch gate); a single value keeps one depthwise 3x3 with that dilation and no gate (the
+    ``_noAKF`` ablation with ``(1,)``). The branch modules keep their names (``dw_local`` is the first branch,
+    ``dw_dilated`` the second, ``dw_dilated_2`` the third, ...) so that checkpoints of the published block still load.
     """
 
-    def __init__(self, conv_op: ConvOp, channels: int) -> None:
+    def __init__(self, conv_op: ConvOp, channels: int, dilations: Sequence[int] = (1, 2)) -> None:
         super().__init__()
-        self.dw_local = conv_op(channels, channels, 3, padding=1, groups=channels, bias=False)
-        self.dw_dilated = conv_op(channels, channels, 3, padding=2, dilation=2, groups=channels, bias=False)
-        self.gate_conv = conv_op(channels, channels, 1)
+        self.dilations = tuple(int(d) for d in dilations)
+        if not self.dilations or min(self.dilations) < 1:
+            raise ValueError(f"AKF dilations must be one or more positive integers, got {tuple(dilations)}")
+        self.branch_names = tuple(_branch_name(i) for i in range(len(self.dilations)))
+        for name, d in zip(self.branch_names, self.dilations, strict=True):
+            setattr(self, name, conv_op(channels, channels, 3, padding=d, dilation=d, groups=channels, bias=False))
+        if len(self.dilations) > 1:
+            gates = 1 if len(self.dilations) == 2 else len(self.dilations)
+            self.gate_conv = conv_op(channels, gates * channels, 1)
         self.project = PointConv(conv_op, channels, channels)
 
     def gate(self, x: torch.Tensor) -> torch.Tensor:
-        """``alpha``, shape ``(B, C, 1, 1[, 1])``."""
+        """``alpha`` of the two-branch blend, shape ``(B, C, 1, 1[, 1])``."""
         return torch.sigmoid(self.gate_conv(_global_avg_pool(x)))
 
+    def branch_weights(self, x: torch.Tensor) -> list[torch.Tensor]:
+        """One per-sample, per-channel weight ``(B, C, 1, ...)`` per branch; they sum to 1."""
+        if len(self.dilations) == 2:
+            alpha = self.gate(x)
+            return [alpha, 1 - alpha]
+        logits = self.gate_conv(_global_avg_pool(x))
+        return list(torch.softmax(logits.unflatten(1, (len(self.dilations), -1)), dim=1).unbind(1))
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        alpha = self.gate(x)
-        f1, f2 = self.dw_local(x), self.dw_dilated(x)
-        return self.project(alpha * f1 + (1 - alpha) * f2)
+        features = [getattr(self, name)(x) for name in self.branch_names]
+        if len(features) == 1:
+            return self.project(features[0])
+        return self.project(sum(w * f for w, f in zip(self.branch_weights(x), features, strict=True)))
 
     def reparameterize(self, *, for_export: bool = False) -> nn.Module:
-        """:class:`FusedAKF` for inference; unchanged ``for_export`` (its per-sample kernels depend on the batch)."""
-        return self if for_export else FusedAKF(self)
+        """:class:`FusedAKF` for inference; unchanged ``for_export`` (its per-sample kernels depend on the batch) and
+        for the ablations' dilations (their fused kernels would be larger than the branches together)."""
+        return FusedAKF(self) if not for_export and self.dilations == (1, 2) else self
+
+
+def _branch_name(index: int) -> str:
+    return ("dw_local", "dw_dilated")[index] if index < 2 else f"dw_dilated_{index}"
+
+
+class AddSkip(nn.Module):
+    """``S = D + E``: the skip connection without the :class:`LSG` gate (the ``_noLSG`` ablation)."""
+
+    def forward(self, decoder: torch.Tensor, skip: torch.Tensor) -> torch.Tensor:
+        return decoder + skip
 
 
 class FusedAKF(nn.Module):
@@ -189,10 +226,14 @@ class AULUNet(LiteNetwork):
         channels: channels per resolution level, shallow to deep (6 entries; the official ``c_list``).
         strides: the 5 average-pooling strides (pooling kernel = stride), each an int or one int per axis (default 2
             everywhere, as in the paper).
+        akf_dilations: dilations of every AKF's depthwise branches (paper: 1, 2); see :class:`AKF` for one or three
+            branches (ablations of the paper's Tables 2 and 3).
+        use_rgf: the bottleneck's :class:`RGF`; False replaces it by the identity (ablation).
+        use_lsg: the :class:`LSG` skip gates; False makes every skip a plain sum ``D + E`` (ablation).
         deep_supervision: must be False; AULUNet has no auxiliary heads.
 
     Every spatial size must be divisible by the product of the strides (32 for the defaults); :meth:`check_input_size`
-    says what to change.
+    says what to change. :attr:`architecture_options` records the options that define the variant.
     """
 
     num_pools = NUM_POOLS
@@ -205,6 +246,9 @@ class AULUNet(LiteNetwork):
         conv_op: ConvOp = nn.Conv2d,
         channels: Sequence[int] = (5, 10, 15, 25, 35, 60),
         strides: Sequence[int | Sequence[int]] | None = None,
+        akf_dilations: Sequence[int] = (1, 2),
+        use_rgf: bool = True,
+        use_lsg: bool = True,
         deep_supervision: bool = False,
     ) -> None:
         super().__init__()
@@ -218,20 +262,28 @@ class AULUNet(LiteNetwork):
                 f"AULUNet needs {NUM_POOLS} strides and {NUM_POOLS + 1} channel counts, got {self.strides} and {c}"
             )
         pool_op = get_matching_pool_op(conv_op, pool_type="avg")
+        d = tuple(int(i) for i in akf_dilations)
+        self.architecture_options = {
+            "channels": list(c),
+            "akf_dilations": list(d),
+            "use_rgf": bool(use_rgf),
+            "use_lsg": bool(use_lsg),
+        }
 
         self.stem = nn.Sequential(
             ConvNormAct(conv_op, input_channels, c[0], 3, norm_op=get_matching_batchnorm(conv_op)),
-            AKF(conv_op, c[0]),
+            AKF(conv_op, c[0], d),
         )
         self.pools = nn.ModuleList(pool_op(kernel_size=s, stride=s) for s in self.strides)
         self.encoders = nn.ModuleList(
-            nn.Sequential(AKF(conv_op, c[i - 1]), PointConv(conv_op, c[i - 1], c[i])) for i in range(1, NUM_POOLS + 1)
+            nn.Sequential(AKF(conv_op, c[i - 1], d), PointConv(conv_op, c[i - 1], c[i]))
+            for i in range(1, NUM_POOLS + 1)
         )
-        self.bottleneck = RGF(conv_op, c[-1])
+        self.bottleneck = RGF(conv_op, c[-1]) if use_rgf else nn.Identity()
         # decoder modules are indexed by the level they produce, 0 (full resolution) to 4
         self.ups = nn.ModuleList(UpProj(conv_op, c[i + 1], c[i]) for i in range(NUM_POOLS))
-        self.skip_gates = nn.ModuleList(LSG(conv_op, c[i]) for i in range(NUM_POOLS))
-        self.decoders = nn.ModuleList(AKF(conv_op, c[i]) for i in range(NUM_POOLS))
+        self.skip_gates = nn.ModuleList(LSG(conv_op, c[i]) if use_lsg else AddSkip() for i in range(NUM_POOLS))
+        self.decoders = nn.ModuleList(AKF(conv_op, c[i], d) for i in range(NUM_POOLS))
         self.head = conv_op(c[0], num_classes, 1)
         # nnU-Net's He init, as in its own networks and the other nnunet_lite nets, so that a comparison differs in
         # the architecture only (the notes on the official code record no custom init to reproduce instead).

@@ -9,6 +9,9 @@ dimension-agnostic implementation: 2,321,393 parameters in 2D (3 inputs, 1 outpu
   (e.g. the through-plane axis of anisotropic 3D plans), see :meth:`LGMSNet.kwargs_from_plans`;
 - decoder upsampling interpolates to the skip connection's size, so any stride layout lines up;
 - the network returns logits (no sigmoid) and has no deep supervision, as in the paper.
+
+The constructor options ``lms_kernels`` and ``gms_ratio`` build the paper's ablations (LMS kernel scales, GMS
+Transformer:convolution split) from this same code; their defaults are the published network.
 """
 
 from __future__ import annotations
@@ -50,12 +53,16 @@ class LMS(nn.Module):
     The C channels are split into 4 groups convolved depthwise with kernels 3, 5, 7, 9 ("multiscale"), then
     ``Y = GELU(GN(concat + X))``, ``Z = SiLU(N(Conv3x3_{C/4->C}(SiLU(N(Conv1x1_{C->C/4}(Y))))))`` and
     ``out = Z + X``, where N is the network's norm (BatchNorm in 2D, InstanceNorm in 3D, as in the official code).
+    ``kernels`` gives the four groups' (odd) kernel sizes; e.g. ``(3, 3, 3, 3)`` is the homogeneous ablation.
     """
 
-    kernels = (3, 5, 7, 9)
-
-    def __init__(self, conv_op: ConvOp, channels: int, norm_op: type[nn.Module]) -> None:
+    def __init__(
+        self, conv_op: ConvOp, channels: int, norm_op: type[nn.Module], kernels: Sequence[int] = (3, 5, 7, 9)
+    ) -> None:
         super().__init__()
+        self.kernels = tuple(int(k) for k in kernels)
+        if len(self.kernels) != 4 or any(k < 1 or k % 2 == 0 for k in self.kernels):
+            raise ValueError(f"LMS needs 4 odd kernel sizes (one per channel group), got {tuple(kernels)}")
         if channels % 4:
             raise ValueError(f"LMS needs channels divisible by 4, got {channels}")
         group = channels // 4
@@ -135,6 +142,9 @@ class GMS(nn.Module):
     part is grouped into 2x2 (2x2x2) patches: each of the 4 (8) intra-patch offsets forms its own token sequence
     (a dilated, sparse global attention) through one pre-norm ViT layer (4 heads x 8, MLP ``2 * ch``, SiLU).
     Finally ``out = Conv3x3_{dim+ch->ch}(concat[Conv1x1(concat[parts]), y])``.
+
+    ``ratio`` is the Transformer:convolution channel split (paper: 3:1); a zero part drops that branch entirely
+    (``(0, 1)``: convolution only, ``(1, 0)``: Transformer only). Attention width and MLP size do not depend on it.
     """
 
     def __init__(
@@ -145,21 +155,36 @@ class GMS(nn.Module):
         norm_op: type[nn.Module],
         heads: int = 4,
         dim_head: int = 8,
+        ratio: Sequence[int] = (3, 1),
     ) -> None:
         super().__init__()
-        self.transformer_channels = channels * 3 // 4
+        a, b = (int(r) for r in ratio)
+        if a < 0 or b < 0 or a + b == 0 or channels * a % (a + b):
+            raise ValueError(
+                f"GMS ratio {tuple(ratio)} must be two non-negative integers, not both 0, that split {channels} "
+                f"channels evenly"
+            )
+        self.transformer_channels = channels * a // (a + b)
         conv_channels = channels - self.transformer_channels
         bn = get_matching_batchnorm(conv_op)
         self.local_rep = nn.Sequential(
             ConvNormAct(conv_op, in_channels, channels, 3, norm_op=norm_op, nonlin=nn.SiLU),
             ConvNormAct(conv_op, channels, channels, 1, norm_op=norm_op, nonlin=nn.SiLU),
         )
-        self.conv_branch = nn.Sequential(
-            ConvNormAct(conv_op, conv_channels, conv_channels, 3, norm_op=bn, nonlin=nn.ReLU, groups=conv_channels),
-            ConvNormAct(conv_op, conv_channels, conv_channels, 1, norm_op=bn, nonlin=None, groups=conv_channels),
+        self.conv_branch = (
+            nn.Sequential(
+                ConvNormAct(conv_op, conv_channels, conv_channels, 3, norm_op=bn, nonlin=nn.ReLU, groups=conv_channels),
+                ConvNormAct(conv_op, conv_channels, conv_channels, 1, norm_op=bn, nonlin=None, groups=conv_channels),
+            )
+            if conv_channels
+            else None
         )
-        self.transformer = TransformerLayer(
-            self.transformer_channels, heads=heads, dim_head=dim_head, mlp_dim=2 * channels, nonlin=nn.SiLU
+        self.transformer = (
+            TransformerLayer(
+                self.transformer_channels, heads=heads, dim_head=dim_head, mlp_dim=2 * channels, nonlin=nn.SiLU
+            )
+            if self.transformer_channels
+            else None
         )
         self.merge = ConvNormAct(conv_op, channels, channels, 1, norm_op=norm_op, nonlin=nn.SiLU)
         self.fuse = ConvNormAct(conv_op, in_channels + channels, channels, 3, norm_op=norm_op, nonlin=nn.SiLU)
@@ -169,10 +194,13 @@ class GMS(nn.Module):
         y = x
         x = self.local_rep(x)
         x_global, x_local = x.split([self.transformer_channels, x.shape[1] - self.transformer_channels], dim=1)
-        x_local = x_local + self.conv_branch(x_local)
-        tokens = self.transformer(_to_tokens(x_global, self.token_patch))
-        x_global = _from_tokens(tokens, self.token_patch, x_global.shape[2:])
-        x = self.merge(torch.cat([x_global, x_local], dim=1))
+        parts = []
+        if self.transformer is not None:
+            tokens = self.transformer(_to_tokens(x_global, self.token_patch))
+            parts.append(_from_tokens(tokens, self.token_patch, x_global.shape[2:]))
+        if self.conv_branch is not None:
+            parts.append(x_local + self.conv_branch(x_local))
+        x = self.merge(torch.cat(parts, dim=1))
         return self.fuse(torch.cat([x, y], dim=1))
 
 
@@ -217,10 +245,13 @@ class LGMSNet(LiteNetwork):
         dims: channels per resolution level, shallow to deep.
         norm_op: norm of the plain convolutions; default as in the official code (BatchNorm in 2D, InstanceNorm in
             3D). LMS blocks always use GroupNorm(4) and the GMS convolution branch BatchNorm, as in the code.
+        lms_kernels: depthwise kernel sizes of the four channel groups of every LMS block (paper: 3, 5, 7, 9).
+        gms_ratio: Transformer:convolution channel split of every GMS block (paper: 3:1); a 0 drops that branch.
         deep_supervision: must be False; LGMSNet has no auxiliary heads.
 
     Every spatial size must be divisible by the product of the strides times the token patch at each GMS level
-    (32 for the defaults); :meth:`check_input_size` says what to change.
+    (32 for the defaults); :meth:`check_input_size` says what to change. :attr:`architecture_options` records the
+    options that define the variant.
     """
 
     num_pools = NUM_POOLS
@@ -235,6 +266,8 @@ class LGMSNet(LiteNetwork):
         token_patches: Sequence[int | Sequence[int]] | None = None,
         dims: Sequence[int] = (16, 32, 64, 128, 128),
         norm_op: type[nn.Module] | None = None,
+        lms_kernels: Sequence[int] = (3, 5, 7, 9),
+        gms_ratio: Sequence[int] = (3, 1),
         deep_supervision: bool = False,
     ) -> None:
         super().__init__()
@@ -248,28 +281,39 @@ class LGMSNet(LiteNetwork):
                 f"LGMSNet needs {NUM_POOLS} strides and {len(GMS_LEVELS)} token patches, got "
                 f"{self.strides} and {self.token_patches}"
             )
+        self.architecture_options = {
+            "dims": list(dims),
+            "norm_op": None if norm_op is None else f"{norm_op.__module__}.{norm_op.__qualname__}",
+            "lms_kernels": [int(k) for k in lms_kernels],
+            "gms_ratio": [int(r) for r in gms_ratio],
+        }
         norm_op = norm_op or _norm_for(conv_op)
         pool_op = get_matching_pool_op(conv_op, pool_type="max")
         c = dims
 
         self.stem = ConvNormAct(conv_op, input_channels, c[0], 3, norm_op=norm_op, bias=True)
         self.encoder1 = nn.Sequential(
-            LMS(conv_op, c[0], norm_op), ConvNormAct(conv_op, c[0], c[0], 1, norm_op=norm_op, nonlin=nn.SiLU)
+            LMS(conv_op, c[0], norm_op, lms_kernels),
+            ConvNormAct(conv_op, c[0], c[0], 1, norm_op=norm_op, nonlin=nn.SiLU),
         )
         self.encoder2 = nn.Sequential(
-            LMS(conv_op, c[0], norm_op), ConvNormAct(conv_op, c[0], c[1], 1, norm_op=norm_op, nonlin=nn.SiLU)
+            LMS(conv_op, c[0], norm_op, lms_kernels),
+            ConvNormAct(conv_op, c[0], c[1], 1, norm_op=norm_op, nonlin=nn.SiLU),
         )
         self.encoder3 = nn.Sequential(
-            LMS(conv_op, c[1], norm_op), ConvNormAct(conv_op, c[1], c[2], 1, norm_op=norm_op, nonlin=nn.SiLU)
+            LMS(conv_op, c[1], norm_op, lms_kernels),
+            ConvNormAct(conv_op, c[1], c[2], 1, norm_op=norm_op, nonlin=nn.SiLU),
         )
-        self.encoder4 = GMS(conv_op, c[2], c[3], norm_op)
-        self.encoder5 = GMS(conv_op, c[3], c[4], norm_op)
+        self.encoder4 = GMS(conv_op, c[2], c[3], norm_op, ratio=gms_ratio)
+        self.encoder5 = GMS(conv_op, c[3], c[4], norm_op, ratio=gms_ratio)
         self.pools = nn.ModuleList(pool_op(kernel_size=s, stride=s) for s in self.strides)
 
         self.up5 = UpConv(conv_op, c[4], c[3], norm_op)
-        self.decoder5 = GMS(conv_op, 2 * c[3], c[3], norm_op)
+        self.decoder5 = GMS(conv_op, 2 * c[3], c[3], norm_op, ratio=gms_ratio)
         self.up4 = UpConv(conv_op, c[3], c[2], norm_op)
-        self.decoder4 = nn.Sequential(FusionConv(conv_op, 2 * c[2], c[2], norm_op), GMS(conv_op, c[2], c[2], norm_op))
+        self.decoder4 = nn.Sequential(
+            FusionConv(conv_op, 2 * c[2], c[2], norm_op), GMS(conv_op, c[2], c[2], norm_op, ratio=gms_ratio)
+        )
         self.up3 = UpConv(conv_op, c[2], c[1], norm_op)
         self.decoder3 = FusionConv(conv_op, 2 * c[1], c[1], norm_op)
         self.up2 = UpConv(conv_op, c[1], c[0], norm_op)

@@ -14,6 +14,10 @@ Choices where the paper is silent are documented at each block. Beyond the paper
 - the five downsampling strides (stem + four stages) come from the nnU-Net plans, so anisotropic ``(1, 2, 2)`` works;
 - decoder upsampling interpolates to the skip connection's size, and the head to the input size;
 - the network returns logits and has no deep supervision, as in the paper.
+
+The constructor options ``use_boundary_attention``, ``use_transformer`` and ``backbone`` build the ablations the paper's
+reviewers ask for (no BAA, local branch only, a ResNet-18 encoder) from this same code; their defaults are the network
+above (same parameters and state_dict keys).
 """
 
 from __future__ import annotations
@@ -21,7 +25,11 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 import torch
-from dynamic_network_architectures.building_blocks.helper import convert_conv_op_to_dim, get_matching_batchnorm
+from dynamic_network_architectures.building_blocks.helper import (
+    convert_conv_op_to_dim,
+    get_matching_batchnorm,
+    get_matching_pool_op,
+)
 from torch import nn
 from torch.nn import functional as F
 from torch.nn.utils.fusion import fuse_conv_bn_eval
@@ -116,6 +124,73 @@ class MobileNetV2Encoder(nn.Module):
         return features
 
 
+class BasicBlock(nn.Module):
+    """ResNet basic block: ``ReLU(BN(Conv3x3(ReLU(BN(Conv3x3_stride(x))))) + shortcut(x))``, the shortcut a strided
+    ``Conv1x1 -> BN`` when the stride or width changes, as in torchvision."""
+
+    def __init__(
+        self, conv_op: ConvOp, in_channels: int, out_channels: int, stride: Sequence[int], norm_op: type[nn.Module]
+    ) -> None:
+        super().__init__()
+        self.conv1 = ConvNormAct(conv_op, in_channels, out_channels, 3, norm_op=norm_op, stride=stride)
+        self.conv2 = ConvNormAct(conv_op, out_channels, out_channels, 3, norm_op=norm_op, nonlin=None)
+        needs_projection = in_channels != out_channels or any(s != 1 for s in stride)
+        self.downsample = (
+            ConvNormAct(conv_op, in_channels, out_channels, 1, norm_op=norm_op, nonlin=None, stride=stride)
+            if needs_projection
+            else None
+        )
+        self.act = nn.ReLU()
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        shortcut = x if self.downsample is None else self.downsample(x)
+        return self.act(self.conv2(self.conv1(x)) + shortcut)
+
+
+class ResNet18Encoder(nn.Module):
+    """ResNet-18 (torchvision's ``resnet18`` without pooling head and classifier: 11,176,512 parameters in 2D with 3
+    inputs) split into the same five resolution stages as :class:`MobileNetV2Encoder`, for the paper's backbone
+    comparison (the ``_ResNet18`` ablation).
+
+    S0 = ``Conv7x7 (stride) -> BN -> ReLU`` (64 ch, H/2), S1 = ``MaxPool3x3 (stride)`` + layer1 (64, H/4),
+    S2-S4 = layer2-4 (128, 256, 512 at H/8, H/16, H/32). The rest of MedLiteNet follows these widths.
+    """
+
+    widths = (64, 64, 128, 256, 512)
+
+    def __init__(
+        self, conv_op: ConvOp, input_channels: int, strides: Sequence[Sequence[int]], norm_op: type[nn.Module]
+    ) -> None:
+        super().__init__()
+        one = (1,) * len(strides[0])
+        stages: list[nn.Module] = [
+            ConvNormAct(conv_op, input_channels, self.widths[0], 7, norm_op=norm_op, stride=strides[0])
+        ]
+        in_channels = self.widths[0]
+        for level in range(1, len(self.widths)):
+            width = self.widths[level]
+            if level == 1:
+                pool = get_matching_pool_op(conv_op, pool_type="max")(kernel_size=3, stride=strides[1], padding=1)
+                blocks = [pool, BasicBlock(conv_op, in_channels, width, one, norm_op)]
+            else:
+                blocks = [BasicBlock(conv_op, in_channels, width, strides[level], norm_op)]
+            blocks.append(BasicBlock(conv_op, width, width, one, norm_op))
+            stages.append(nn.Sequential(*blocks))
+            in_channels = width
+        self.stages = nn.ModuleList(stages)
+        self.out_channels = self.widths
+
+    def forward(self, x: torch.Tensor) -> list[torch.Tensor]:
+        features = []
+        for stage in self.stages:
+            x = stage(x)
+            features.append(x)
+        return features
+
+
+BACKBONES = {"mobilenet_v2": MobileNetV2Encoder, "resnet18": ResNet18Encoder}
+
+
 class LocalGlobalBlock(nn.Module):
     """Local-Global block at the bottleneck: ``fuse(concat[MBConv(x), Transformer(tokens(x))])``.
 
@@ -126,10 +201,20 @@ class LocalGlobalBlock(nn.Module):
 
     The position embedding is learned on a reference grid of :data:`REFERENCE_TOKENS` tokens (8x8, 4x4x4) and
     interpolated (bilinear/trilinear) to whatever grid nnU-Net's patch gives (2x8, 1x3x5, ...), so any size works.
+
+    ``use_transformer=False`` keeps only the local branch: the block is then ``MBConv(x)``, without the token path and
+    the fusion convolution (the ``_noTransformer`` ablation).
     """
 
     def __init__(
-        self, conv_op: ConvOp, channels: int, token_dim: int, depth: int, heads: int, norm_op: type[nn.Module]
+        self,
+        conv_op: ConvOp,
+        channels: int,
+        token_dim: int,
+        depth: int,
+        heads: int,
+        norm_op: type[nn.Module],
+        use_transformer: bool = True,
     ) -> None:
         super().__init__()
         if token_dim % heads:
@@ -137,6 +222,9 @@ class LocalGlobalBlock(nn.Module):
         dim = convert_conv_op_to_dim(conv_op)
         self.mode = interp_mode(conv_op)
         self.local = InvertedResidual(conv_op, channels, channels, (1,) * dim, 2, norm_op)
+        self.use_transformer = use_transformer
+        if not use_transformer:
+            return
         self.token_in = conv_op(channels, token_dim, 1)
         side = round(REFERENCE_TOKENS ** (1 / dim))
         self.pos_embed = nn.Parameter(torch.empty(1, token_dim, *(side,) * dim))
@@ -158,6 +246,8 @@ class LocalGlobalBlock(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         local = self.local(x)
+        if not self.use_transformer:
+            return local
         tokens = self.token_in(x)
         b, d, *spatial = tokens.shape
         tokens = self.transformer((tokens + self.position_embedding(spatial)).flatten(2).transpose(1, 2))
@@ -309,9 +399,14 @@ class MedLiteNet(LiteNetwork):
         token_dim: Transformer width of the Local-Global block.
         transformer_depth: Transformer layers in the Local-Global block.
         heads: attention heads (``token_dim`` must be divisible by it).
+        use_boundary_attention: both BAA modules; False replaces them by the identity (ablation).
+        use_transformer: the Local-Global block's Transformer branch; False keeps only its MBConv branch (ablation).
+        backbone: ``"mobilenet_v2"`` (the paper's encoder) or ``"resnet18"`` (the paper's backbone comparison, see
+            :class:`ResNet18Encoder`).
         deep_supervision: must be False; MedLiteNet has no auxiliary heads.
 
     Every spatial size must be divisible by the product of the strides (32 for the defaults).
+    :attr:`architecture_options` records the options that define the variant.
     """
 
     num_pools = NUM_STRIDES
@@ -328,6 +423,9 @@ class MedLiteNet(LiteNetwork):
         token_dim: int = 128,
         transformer_depth: int = 2,
         heads: int = 4,
+        use_boundary_attention: bool = True,
+        use_transformer: bool = True,
+        backbone: str = "mobilenet_v2",
         deep_supervision: bool = False,
     ) -> None:
         super().__init__()
@@ -340,20 +438,34 @@ class MedLiteNet(LiteNetwork):
                 f"MedLiteNet needs {NUM_STRIDES} strides and {len(ENCODER_STAGES) - 1} decoder widths, "
                 f"got {self.strides} and {tuple(decoder_channels)}"
             )
+        if backbone not in BACKBONES:
+            raise ValueError(f"MedLiteNet backbone {backbone!r} is not one of {sorted(BACKBONES)}")
+        self.architecture_options = {
+            "aspp_channels": int(aspp_channels),
+            "decoder_channels": [int(c) for c in decoder_channels],
+            "token_dim": int(token_dim),
+            "transformer_depth": int(transformer_depth),
+            "heads": int(heads),
+            "use_boundary_attention": bool(use_boundary_attention),
+            "use_transformer": bool(use_transformer),
+            "backbone": backbone,
+        }
         norm_op = get_matching_batchnorm(conv_op)
         self.mode = interp_mode(conv_op)
 
-        self.encoder = MobileNetV2Encoder(conv_op, input_channels, self.strides, norm_op)
+        self.encoder = BACKBONES[backbone](conv_op, input_channels, self.strides, norm_op)
         skips = self.encoder.out_channels
-        self.local_global = LocalGlobalBlock(conv_op, skips[-1], token_dim, transformer_depth, heads, norm_op)
-        self.encoder_boundary = BoundaryAwareAttention(conv_op)
+        self.local_global = LocalGlobalBlock(
+            conv_op, skips[-1], token_dim, transformer_depth, heads, norm_op, use_transformer=use_transformer
+        )
+        self.encoder_boundary = BoundaryAwareAttention(conv_op) if use_boundary_attention else nn.Identity()
         self.aspp = ASPP(conv_op, skips[-1], aspp_channels, ASPP_RATES, norm_op)
         widths = (aspp_channels, *decoder_channels)
         self.decoder = nn.ModuleList(
             DecoderBlock(conv_op, widths[i], skip, widths[i + 1], norm_op)
             for i, skip in enumerate(reversed(skips[:-1]))
         )
-        self.decoder_boundary = BoundaryAwareAttention(conv_op)
+        self.decoder_boundary = BoundaryAwareAttention(conv_op) if use_boundary_attention else nn.Identity()
         self.head = conv_op(decoder_channels[-1], num_classes, 1)
 
         self.apply(init_weights)

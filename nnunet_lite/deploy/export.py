@@ -278,6 +278,9 @@ def export_trained_model(
                 "exporter": resolve_exporter(exporter),
                 "rewrites": count_rewrites(network, to_export),
                 "network_class": f"{type(network).__module__}.{type(network).__qualname__}",
+                # the constructor options of an nnunet_lite network (ablation variants differ only in these); with
+                # the plans they rebuild the network exactly
+                "network_options": getattr(network, "architecture_options", None),
             },
             verification={
                 "tolerance": tolerance,

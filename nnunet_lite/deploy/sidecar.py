@@ -149,6 +149,7 @@ def build_sidecar(
             "checkpoint": checkpoint_name,
             "checkpoint_epoch": checkpoint_epoch,
             "network_class": model_info.get("network_class"),
+            "network_options": model_info.get("network_options"),
             "nnunet_lite_version": __version__,
             "nnunetv2_version": nnunet_version,
             "torch_version": torch.__version__,

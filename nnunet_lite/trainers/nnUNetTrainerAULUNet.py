@@ -1,4 +1,5 @@
-"""AULUNet trainers: nnU-Net's recipe (the fair comparison), the paper's recipe, and epoch-length variants."""
+"""AULUNet trainers: nnU-Net's recipe (the fair comparison), the paper's recipe, epoch-length variants, and the
+paper's ablations (Tables 2 and 3) with either recipe."""
 
 import math
 
@@ -7,6 +8,7 @@ from torch.optim.lr_scheduler import CosineAnnealingLR
 
 from ..architectures.aulunet import AULUNet
 from ..trainer_base import epoch_variants, nnUNetTrainerLite
+from ._ablations import Ablation, ablation_variants
 
 
 class EpochCosineAnnealingLR(CosineAnnealingLR):
@@ -61,4 +63,30 @@ class nnUNetTrainerAULUNet_paper(nnUNetTrainerAULUNet):
         return optimizer, EpochCosineAnnealingLR(optimizer, T_max=50, eta_min=1e-5)
 
 
+_NO_AKF = {"akf_dilations": (1,)}
+# Table 2 (modules individually and combined) and Table 3 (AKF dilations and gating) of the paper.
+ABLATIONS = {
+    "noAKF": Ablation(
+        _NO_AKF, "every AKF is one depthwise 3x3 (dilation 1) and its PointConv (no dilated branch, no gate)"
+    ),
+    "noRGF": Ablation({"use_rgf": False}, "the bottleneck's RGF is removed (identity)"),
+    "noLSG": Ablation({"use_lsg": False}, "every LSG skip gate is a plain sum S = D + E"),
+    "onlyAKF": Ablation({"use_rgf": False, "use_lsg": False}, "AKF only: no RGF, no LSG"),
+    "onlyRGF": Ablation({**_NO_AKF, "use_lsg": False}, "RGF only: no AKF, no LSG"),
+    "onlyLSG": Ablation({**_NO_AKF, "use_rgf": False}, "LSG only: no AKF, no RGF"),
+    "plain": Ablation({**_NO_AKF, "use_rgf": False, "use_lsg": False}, "none of AKF, RGF and LSG"),
+    **{
+        f"d{a}{b}": Ablation({"akf_dilations": (a, b)}, f"AKF branches with dilations {a} and {b} (paper: 1 and 2)")
+        for a, b in ((1, 3), (2, 4), (1, 5), (1, 7), (3, 5))
+    },
+    **{
+        "d" + "".join(map(str, d)): Ablation(
+            {"akf_dilations": d}, f"three AKF branches (dilations {d[0]}, {d[1]}, {d[2]}) with softmax gating"
+        )
+        for d in ((1, 3, 5), (3, 5, 7))
+    },
+}
+
 globals().update(epoch_variants(nnUNetTrainerAULUNet))
+globals().update(ablation_variants(nnUNetTrainerAULUNet, ABLATIONS))
+globals().update(ablation_variants(nnUNetTrainerAULUNet_paper, ABLATIONS))

@@ -1,10 +1,12 @@
-"""LGMSNet trainers: nnU-Net's recipe (the fair comparison), the paper's recipe, and epoch-length variants."""
+"""LGMSNet trainers: nnU-Net's recipe (the fair comparison), the paper's recipe, epoch-length variants, and the
+paper's ablations (LMS kernel scales, GMS Transformer:convolution split) with either recipe."""
 
 import torch
 from nnunetv2.training.lr_scheduler.polylr import PolyLRScheduler
 
 from ..architectures.lgmsnet import LGMSNet
 from ..trainer_base import epoch_variants, nnUNetTrainerLite
+from ._ablations import Ablation, ablation_variants
 
 
 class nnUNetTrainerLGMSNet(nnUNetTrainerLite):
@@ -33,4 +35,19 @@ class nnUNetTrainerLGMSNet_paper(nnUNetTrainerLGMSNet):
         return optimizer, PolyLRScheduler(optimizer, self.initial_lr, self.num_epochs)
 
 
+ABLATIONS = {
+    **{
+        f"LMS{k}{k}{k}{k}": Ablation(
+            {"lms_kernels": (k,) * 4}, f"every LMS group uses {k}x{k} kernels (paper: 3, 5, 7, 9)"
+        )
+        for k in (3, 5)
+    },
+    "GMS1to1": Ablation({"gms_ratio": (1, 1)}, "GMS split 1:1 between Transformer and convolution (paper: 3:1)"),
+    "GMS1to3": Ablation({"gms_ratio": (1, 3)}, "GMS split 1:3 between Transformer and convolution (paper: 3:1)"),
+    "GMSconv": Ablation({"gms_ratio": (0, 1)}, "GMS blocks without Transformer branch (all channels convolution)"),
+    "GMSattn": Ablation({"gms_ratio": (1, 0)}, "GMS blocks without convolution branch (all channels Transformer)"),
+}
+
 globals().update(epoch_variants(nnUNetTrainerLGMSNet))
+globals().update(ablation_variants(nnUNetTrainerLGMSNet, ABLATIONS))
+globals().update(ablation_variants(nnUNetTrainerLGMSNet_paper, ABLATIONS))

@@ -1,5 +1,5 @@
-"""MedLiteNet trainers: nnU-Net's recipe (the fair comparison), the paper's recipe, epoch-length variants, and the two
-other members of the paper's three-variant ensemble."""
+"""MedLiteNet trainers: nnU-Net's recipe (the fair comparison), the paper's recipe, epoch-length variants, the two
+other members of the paper's three-variant ensemble, and ablations with either recipe."""
 
 from __future__ import annotations
 
@@ -11,6 +11,7 @@ from torch.optim.lr_scheduler import LRScheduler
 
 from ..architectures.medlitenet import MedLiteNet
 from ..trainer_base import epoch_variants, nnUNetTrainerLite
+from ._ablations import Ablation, ablation_variants
 
 
 class ClippedAdamW(torch.optim.AdamW):
@@ -134,4 +135,15 @@ class nnUNetTrainerMedLiteNet_wideTokens(nnUNetTrainerMedLiteNet):
 # nnUNetv2_ensemble.
 ENSEMBLE = (nnUNetTrainerMedLiteNet, nnUNetTrainerMedLiteNet_wideASPP, nnUNetTrainerMedLiteNet_wideTokens)
 
+# The checks the paper's claims rest on (its own ablations are not published in detail).
+ABLATIONS = {
+    "noBAA": Ablation({"use_boundary_attention": False}, "both Boundary-Aware Attention modules removed (identity)"),
+    "noTransformer": Ablation(
+        {"use_transformer": False}, "the Local-Global block keeps only its local MBConv branch (no tokens, no fusion)"
+    ),
+    "ResNet18": Ablation({"backbone": "resnet18"}, "a ResNet-18 encoder with the same five stage resolutions"),
+}
+
 globals().update(epoch_variants(nnUNetTrainerMedLiteNet))
+globals().update(ablation_variants(nnUNetTrainerMedLiteNet, ABLATIONS))
+globals().update(ablation_variants(nnUNetTrainerMedLiteNet_paper, ABLATIONS))
