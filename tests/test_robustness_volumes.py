@@ -104,12 +104,10 @@ def test_make_on_ct_volumes_keeps_float_intensities(ct_dataset, capsys):
     the same seed writes the same bytes; labels are byte-identical copies; JPEG is left out with a note."""
     args = ["robustness", "make", "-d", 931, "--suite", "generic", "--seed", 3]
     assert cli(*args) == 0
-    assert "left out jpeg_compression: the images are not 8-bit" in capsys.readouterr().out
+    out = capsys.readouterr().out
     folder = ct_dataset / "robustness" / "generic"
     manifest = json.loads((folder / "manifest.json").read_text())
-    assert list(manifest["skipped_corruptions"]) == ["jpeg_compression"]
     corruptions = [c["name"] for c in manifest["corruptions"]]
-    assert len(corruptions) == 10 and "jpeg_compression" not in corruptions and "pixelate" in corruptions
     cases = manifest["cases"]
     for case in cases:
         assert (folder / "labelsTs" / f"{case}.nii.gz").read_bytes() == (
@@ -130,6 +128,9 @@ def test_make_on_ct_volumes_keeps_float_intensities(ct_dataset, capsys):
                 assert clean.min() <= array.min() and array.max() <= clean.max()
                 distances.append(np.abs(array - clean).mean())
             assert distances[0] > 0 and all(np.diff(distances) > 0), (case, name, distances)
+    assert "left out jpeg_compression: the images are not 8-bit" in out
+    assert list(manifest["skipped_corruptions"]) == ["jpeg_compression"]
+    assert len(corruptions) == 10 and "jpeg_compression" not in corruptions and "pixelate" in corruptions
 
     # same seed, same bytes (a new manifest id)
     before = {p.relative_to(folder): p.read_bytes() for p in folder.rglob("*.nii.gz")}
@@ -191,3 +192,37 @@ def test_run_refuses_unknown_trainers_in_one_line(ct_dataset, capsys):
     err = one_line_error("nnUNetTrainer")
     assert "trainer class 'nnUNetTrainerGone'" in err and "nnUNet_extTrainer" in err
     assert not (model / "robustness").exists() or not any((model / "robustness").rglob("summary.json"))
+
+
+def test_make_on_3d_tiff_corrupts_slices_and_keeps_spacing_sidecars(nnunet_env):
+    """A Tiff3DIO dataset (3D .tif plus CASE.json spacing): corrupted slice by slice like NIfTI, in float, and every
+    image folder keeps the spacing sidecars (without them nnU-Net would assume 1 x 1 x 1 mm)."""
+    import tifffile
+
+    raw = Path(os.environ["nnUNet_raw"]) / "Dataset933_TiffVolumes"
+    shutil.rmtree(raw, ignore_errors=True)
+    for sub in ("imagesTs", "labelsTs"):
+        (raw / sub).mkdir(parents=True)
+    ct = synthetic_ct((5, 96, 96))
+    tifffile.imwrite(raw / "imagesTs" / "vol_0000.tif", ct)
+    tifffile.imwrite(raw / "labelsTs" / "vol.tif", (ct > 0).astype(np.uint8))
+    for sub in ("imagesTs", "labelsTs"):
+        (raw / sub / "vol.json").write_text(json.dumps({"spacing": [3.0, 0.8, 0.8]}))
+    dataset_json = {"channel_names": {"0": "CT"}, "labels": {"background": 0, "body": 1}, "numTraining": 0}
+    (raw / "dataset.json").write_text(json.dumps({**dataset_json, "file_ending": ".tif"}))
+
+    args = ["robustness", "make", "-d", 933, "--suite", "generic", "--corruptions", "gaussian_blur", "brightness_up"]
+    assert cli(*args, "--severities", 1, 5) == 0
+    folder = raw / "robustness" / "generic"
+    assert (folder / "labelsTs" / "vol.json").read_bytes() == (raw / "labelsTs" / "vol.json").read_bytes()
+    blurred = []
+    for sub in ("clean", "gaussian_blur_s1", "gaussian_blur_s5", "brightness_up_s1", "brightness_up_s5"):
+        assert json.loads((folder / sub / "imagesTs" / "vol.json").read_text())["spacing"] == [3.0, 0.8, 0.8]
+        out = tifffile.imread(folder / sub / "imagesTs" / "vol_0000.tif")
+        assert out.shape == ct.shape and out.dtype == np.float32 and len(np.unique(out)) >= MIN_LEVELS, sub
+        blurred.append(out)
+    # slice by slice: a blur of the (z, y) planes would mix the 3 mm slices; here each slice is blurred alone
+    x = (ct - ct.min()) / (ct.max() - ct.min())
+    blur = next(c for c in SUITES["generic"] if c.name == "gaussian_blur")
+    expected = corrupt_array(x.astype(np.float64), blur, 5, case_rng(0, "gaussian_blur", "vol_0000.tif"), True, False)
+    np.testing.assert_allclose(blurred[2], expected * (ct.max() - ct.min()) + ct.min(), rtol=0, atol=1e-2)

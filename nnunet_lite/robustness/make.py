@@ -93,6 +93,21 @@ def read_image(path: Path) -> tuple[np.ndarray, object]:
     return (array - low) / max(high - low, 1e-12), ("sitk", image, low, high)
 
 
+def is_tiff_volume(dataset_json: dict, example: Path) -> bool:
+    """nnU-Net's choice between NaturalImage2DIO and Tiff3DIO for a TIFF dataset: the one dataset.json names, else
+    Tiff3DIO when the 2D reader refuses the file (three axes, the last not 3 or 4 colour channels)."""
+    if not example.name.lower().endswith((".tif", ".tiff")):
+        return False
+    named = dataset_json.get("overwrite_image_reader_writer")
+    if named in ("Tiff3DIO", "NaturalImage2DIO"):
+        return named == "Tiff3DIO"
+    import tifffile
+
+    with tifffile.TiffFile(example) as tif:
+        shape = tif.series[0].shape
+    return len(shape) == 3 and shape[-1] not in (3, 4)
+
+
 def is_eight_bit(path: Path) -> bool:
     """Whether ``path`` holds 8-bit 2D pixels, which use the corruptions' reference implementations; anything else
     (CT, MR, 16-bit, float) is corrupted in float (:meth:`Corruption.apply`)."""
@@ -188,7 +203,8 @@ def make_corrupted_sets(
     if bad or not severities:
         raise ComparisonError(f"--severities must be among {list(SEVERITIES)}, got {list(severities)}")
     severities = sorted(set(severities))
-    ending = json.loads((raw / "dataset.json").read_text())["file_ending"]
+    dataset_json = json.loads((raw / "dataset.json").read_text())
+    ending = dataset_json["file_ending"]
     images, labels, cases = _source_cases(raw, name, ending, from_fold)
     files = {case: channel_files(images, case, ending) for case in cases}
     lacking = [case for case, found in files.items() if not found]
@@ -196,7 +212,10 @@ def make_corrupted_sets(
         raise ComparisonError(
             f"{images} has no image files <case>_XXXX{ending} for {len(lacking)} cases: {lacking[:5]}"
         )
-    volume = not ending.lower().endswith(NATURAL_IMAGE_ENDINGS)
+    first = next(iter(files.values()))[0]
+    volume = not ending.lower().endswith(NATURAL_IMAGE_ENDINGS) or is_tiff_volume(dataset_json, first)
+    # Tiff3DIO's spacing sidecars (CASE.json, no channel suffix) go with every copy of the images and labels
+    sidecars = {case: images / f"{case}.json" for case in cases} if ending.lower() in (".tif", ".tiff") else {}
     eight_bit = {f: is_eight_bit(f) for case_files in files.values() for f in case_files}
     skipped: dict[str, str] = {}
     if not all(eight_bit.values()):
@@ -212,6 +231,8 @@ def make_corrupted_sets(
         (tmp / CLEAN / "imagesTs").mkdir(parents=True)
         for case, case_files in files.items():
             shutil.copy2(labels / f"{case}{ending}", tmp / "labelsTs")
+            if sidecars and (labels / f"{case}.json").is_file():
+                shutil.copy2(labels / f"{case}.json", tmp / "labelsTs")
             for f in case_files:
                 shutil.copy2(f, tmp / CLEAN / "imagesTs")
         bar = tqdm(total=n_files * len(chosen) * len(severities), disable=not progress, desc=f"robustness {set_name}")
@@ -230,6 +251,10 @@ def make_corrupted_sets(
                         bar.update()
             timings[corruption.name] = (time.perf_counter() - started) / len(severities)
         bar.close()
+        for sidecar in sidecars.values():
+            if sidecar.is_file():
+                for folder in [CLEAN] + [f"{c.name}_s{s}" for c in chosen for s in severities]:
+                    shutil.copy2(sidecar, tmp / folder / "imagesTs")
         manifest = {
             "id": uuid.uuid4().hex,
             "dataset": name,
