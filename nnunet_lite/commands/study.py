@@ -9,6 +9,48 @@ import sys
 from pathlib import Path
 
 
+class _StudyParser(argparse.ArgumentParser):
+    """Takes the value of ``--snakemake-args`` as is, even when it starts with ``-`` (``--snakemake-args
+    "--slurm-no-account"``): argparse would read a lone ``--option`` as an option of ours and fail."""
+
+    def parse_known_args(self, args=None, namespace=None):  # noqa: ANN001, ANN201 (argparse's signature)
+        args = list(sys.argv[1:] if args is None else args)
+        for i, arg in enumerate(args[:-1]):
+            if arg == "--":
+                break
+            if arg == "--snakemake-args":
+                args[i : i + 2] = [f"--snakemake-args={args[i + 1]}"]
+                break
+        return super().parse_known_args(args, namespace)
+
+
+def _count(minimum: int, hint: str):  # noqa: ANN202
+    """argparse type: an integer >= minimum, with a one-line message saying what to give."""
+
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            value = None
+        if value is None or value < minimum:
+            raise argparse.ArgumentTypeError(f"expected an integer >= {minimum}, got {text!r} ({hint})")
+        return value
+
+    return parse
+
+
+def _snakemake_args(text: str) -> list[str]:
+    try:
+        return shlex.split(text)
+    except ValueError as e:  # "No closing quotation", "No escaped character"
+        from ..study.model import StudyError
+
+        raise StudyError(
+            f"--snakemake-args {text!r}: {e} (shell quoting, as on a command line); quote the whole value once, "
+            'e.g. --snakemake-args "--retries 2"'
+        ) from e
+
+
 def _fail(error: Exception) -> int:
     print(f"nnunet_lite study: {error}" if "\n" not in str(error) else str(error), file=sys.stderr)
     return 1
@@ -58,7 +100,7 @@ def run_run(args: argparse.Namespace) -> int:
             slurm_account=args.slurm_account,
             jobs=args.jobs,
             keep_going=args.keep_going,
-            extra=shlex.split(args.snakemake_args),
+            extra=_snakemake_args(args.snakemake_args),
         )
         return run_study(study, options)
     except (StudyError, RuntimeError) as e:
@@ -104,7 +146,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
         "per-step resources; `run` executes nnU-Net's own commands as a Snakemake workflow (resumable), `status` "
         "shows every training, `report` writes the study's comparison report.",
     )
-    sub = parser.add_subparsers(dest="study_command", metavar="ACTION", required=True)
+    sub = parser.add_subparsers(dest="study_command", metavar="ACTION", required=True, parser_class=_StudyParser)
 
     p = sub.add_parser("init", help="write a commented study file")
     p.add_argument("study", nargs="?", default="study.toml", help="file to write (default study.toml)")
@@ -114,19 +156,32 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
 
     p = sub.add_parser("run", help="run (or continue) the study's workflow")
     p.add_argument("study", help="the study file (TOML)")
-    p.add_argument("--cores", type=int, default=None, help="local CPU cores Snakemake may use (default: all)")
-    p.add_argument("--gpus", type=int, default=None, help="local GPUs, one training each (default: all visible)")
+    p.add_argument(
+        "--cores",
+        type=_count(1, "CPU cores; leave it out to use all"),
+        default=None,
+        help="local CPU cores Snakemake may use (default: all)",
+    )
+    p.add_argument(
+        "--gpus",
+        type=_count(0, "0 runs on the CPU"),
+        default=None,
+        help="local GPUs, one training each (default: all visible)",
+    )
     p.add_argument("-n", "--dry-run", action="store_true", help="show the jobs that would run, run nothing")
     p.add_argument("--executor", choices=("local", "slurm"), default="local", help="where jobs run (default local)")
     p.add_argument("--slurm-partition", default=None, help="default partition of every job (study file overrides)")
     p.add_argument("--slurm-account", default=None, help="SLURM account of every job")
-    p.add_argument("--jobs", type=int, default=100, help="SLURM: jobs queued at once (default %(default)s)")
+    p.add_argument(
+        "--jobs", type=_count(1, "SLURM jobs queued at once"), default=100, help="SLURM: jobs queued at once"
+    )
     p.add_argument("--keep-going", action="store_true", help="continue independent jobs after a failure")
     p.add_argument(
         "--snakemake-args",
         default="",
         metavar="ARGS",
-        help="more Snakemake options, one string (e.g. --snakemake-args '--retries 2')",
+        help="more Snakemake options, one string (e.g. --snakemake-args '--retries 2' or --snakemake-args "
+        "--slurm-no-account)",
     )
     p.set_defaults(func=run_run)
 
@@ -137,5 +192,10 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
 
     p = sub.add_parser("report", help="write <work_dir>/report/study_report.md from the results so far")
     p.add_argument("study", help="the study file (TOML)")
-    p.add_argument("--bootstrap", type=int, default=None, help="bootstrap resamples (default: the study file's)")
+    p.add_argument(
+        "--bootstrap",
+        type=_count(100, "the study file's report.bootstrap minimum; e.g. 10000"),
+        default=None,
+        help="bootstrap resamples (default: the study file's)",
+    )
     p.set_defaults(func=run_report)

@@ -7,16 +7,44 @@ torch or nnU-Net, so ``study status`` and the Snakefile's DAG construction stay 
 
 from __future__ import annotations
 
+import difflib
 import re
+import typing
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated, Literal
 
 import tomllib
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    ValidationInfo,
+    field_validator,
+    model_validator,
+)
 
 SYNTHETIC_NAME = "SyntheticLesions"
 TRAINER_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+# nnU-Net's configurations; a plans file may define more (custom names are checked against it at run time)
+NNUNET_CONFIGURATIONS = ("2d", "3d_fullres", "3d_lowres", "3d_cascade_fullres")
+CONFIGURATION_NAME = re.compile(r"^[A-Za-z0-9]+(?:_[A-Za-z0-9]+)*$")  # the Snakefile's {cfg} wildcard
+
+
+def did_you_mean(value: str, choices: typing.Iterable[str]) -> str:
+    """``"; did you mean 'x'?"`` for the closest of ``choices`` (difflib), or ``""`` when none is close."""
+    choices = list(choices)
+    close = [c for c in choices if c.lower() == value.lower()]  # "2D" -> "2d" (too short for difflib's ratio)
+    close = close or difflib.get_close_matches(value, choices, n=1, cutoff=0.6)
+    return f"; did you mean {close[0]!r}?" if close else ""
+
+
+def matched_plans_name(trainer: str) -> str:
+    """``nnUNetPlans_matched_<arch>``: ``comparison.matched_plans.default_plans_name``'s rule, without its torch
+    import (the study file is validated without torch)."""
+    arch = trainer.removeprefix("nnUNetTrainer").strip("_").lower() or "nnunet"
+    return f"nnUNetPlans_matched_{arch}"
 
 
 class StudyError(Exception):
@@ -58,6 +86,13 @@ class Dataset(_Strict):
             if value not in DATASETS:
                 raise ValueError(f"unknown converter {value!r}; known: {', '.join(DATASETS)}")
         return value
+
+    @field_validator("source", "split_file")
+    @classmethod
+    def _relative_to_study_file(cls, value: Path | None, info: ValidationInfo) -> Path | None:
+        # relative paths mean the study file's folder (jobs run in work_dir, so they must not stay relative)
+        base = (info.context or {}).get("base")
+        return value if value is None or base is None else (Path(base) / value.expanduser()).resolve()
 
     @model_validator(mode="after")
     def _one_origin(self) -> Dataset:
@@ -198,6 +233,21 @@ class StudyModel(_Strict):
             raise ValueError("a plans entry is listed twice")
         return plans
 
+    @field_validator("configurations")
+    @classmethod
+    def _configurations(cls, names: list[str]) -> list[str]:
+        for name in names:
+            if not CONFIGURATION_NAME.match(name):
+                raise ValueError(
+                    f"{name!r} is not a configuration name; nnU-Net's are {', '.join(NNUNET_CONFIGURATIONS)}"
+                    + did_you_mean(name, NNUNET_CONFIGURATIONS)
+                )
+        if len(set(names)) != len(names):
+            raise ValueError("a configuration is listed twice")
+        if "3d_cascade_fullres" in names and "3d_lowres" not in names:
+            raise ValueError("3d_cascade_fullres trains on 3d_lowres predictions: list 3d_lowres too")
+        return names
+
     @field_validator("folds")
     @classmethod
     def _folds(cls, folds: list[int]) -> list[int]:
@@ -218,7 +268,31 @@ class StudyModel(_Strict):
                     raise ValueError(f"zeroshot[{i}].{side}: dataset {getattr(pair, side)} is not in datasets")
             if not next(d for d in self.datasets if d.id == pair.source).train:
                 raise ValueError(f"zeroshot[{i}].source: dataset {pair.source} has train = false")
+            if pair.source == pair.target:
+                raise ValueError(
+                    f"zeroshot[{i}]: source and target are both dataset {pair.source}; a zero-shot pair evaluates "
+                    "on another dataset (the source's own test set is already in the report)"
+                )
+        known = self.model_identifiers()
+        if self.baseline is not None and self.baseline not in known:
+            short = [k for k in known if not k.endswith("__nnUNetPlans")]
+            raise ValueError(
+                f"baseline: {self.baseline!r} is not one of the study's models"
+                + (did_you_mean(self.baseline, known) or f"; choose one of {', '.join(short)}")
+            )
         return self
+
+    def model_identifiers(self) -> list[str]:
+        """What ``baseline`` may name: ``TRAINER`` (default plans) or ``TRAINER__PLANS``, per configuration."""
+        out = []
+        if "default" in self.plans:
+            out += [name for t in self.trainers for name in (t, f"{t}__nnUNetPlans")]
+        for plans in self.plans:
+            if plans != "default":
+                model = Model("", plans)
+                for cfg in self.configurations:
+                    out += [f"{t}__{model.plans_identifier(cfg, self.configurations)}" for t in self.matched_trainers]
+        return list(dict.fromkeys(out))
 
 
 @dataclass(frozen=True)
@@ -231,16 +305,43 @@ class Model:
     def plans_identifier(self, configuration: str, configurations: list[str]) -> str:
         if self.plans == "default":
             return "nnUNetPlans"
-        from ..comparison.matched_plans import default_plans_name
-
-        name = default_plans_name("nnUNetPlans", self.plans.removeprefix("matched:"), None)
+        name = matched_plans_name(self.plans.removeprefix("matched:"))
         # plan-matched writes one configuration per plans file
         return name if len(configurations) == 1 else f"{name}_{configuration}"
 
 
+def _fields_at(loc: tuple) -> list[str]:
+    """The field names of the table at ``loc`` (``("datasets", 0)`` -> Dataset's), for unknown-field suggestions."""
+    model: type[BaseModel] | None = StudyModel
+    for part in loc:
+        if model is None:
+            return []
+        if isinstance(part, int):
+            continue
+        field = model.model_fields.get(str(part))
+        model, todo = None, [field.annotation] if field else []
+        while todo:  # the BaseModel inside list[...], X | None, Annotated[...]
+            t = todo.pop()
+            if isinstance(t, type) and issubclass(t, BaseModel):
+                model = t
+                break
+            todo += typing.get_args(t)
+    return list(model.model_fields) if model is not None else []
+
+
 def format_validation_error(path: Path, error: ValidationError) -> str:
-    lines = []
-    for e in error.errors():
+    errors = error.errors()
+    lines, suggested = [], set()
+    for e in errors:
+        if e["type"] == "extra_forbidden":
+            known = _fields_at(e["loc"][:-1])
+            close = did_you_mean(str(e["loc"][-1]), known)
+            e["msg"] += close or f" (known here: {', '.join(known)})"
+            if close:  # a misspelt required field is one problem, not two ("epoch" given, "epochs" missing)
+                suggested.add((*e["loc"][:-1], close.split("'")[1]))
+    for e in errors:
+        if e["type"] == "missing" and tuple(e["loc"]) in suggested:
+            continue
         loc = ""
         for part in e["loc"]:
             loc += f"[{part}]" if isinstance(part, int) else (f".{part}" if loc else str(part))
@@ -258,6 +359,6 @@ def load_study_model(path: Path) -> StudyModel:
     except tomllib.TOMLDecodeError as e:
         raise StudyError(f"{path}: not valid TOML: {e}") from e
     try:
-        return StudyModel.model_validate(data)
+        return StudyModel.model_validate(data, context={"base": path.resolve().parent})
     except ValidationError as e:
         raise StudyError(format_validation_error(path, e)) from e

@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import os
 import shlex
+import shutil
 import signal
 import socket
 import subprocess
@@ -84,6 +85,55 @@ def snakemake_command(study: Study, options: RunOptions) -> list[str]:
     return cmd + list(options.extra)
 
 
+def visible_gpus() -> int:
+    """GPUs this process may use (torch honours CUDA_VISIBLE_DEVICES)."""
+    import torch
+
+    return torch.cuda.device_count()
+
+
+def check_options(options: RunOptions) -> None:
+    """The run's own options, before anything is written (one line each)."""
+    if options.cores is not None and options.cores < 1:
+        raise StudyError(f"--cores {options.cores}: give at least 1 (or leave it out to use all CPUs)")
+    if options.jobs < 1:
+        raise StudyError(f"--jobs {options.jobs}: give at least 1")
+    if options.gpus < 0:
+        raise StudyError(f"--gpus {options.gpus}: give 0 (CPU only) or more")
+    if options.executor == "slurm" and shutil.which("sbatch") is None:
+        raise StudyError(
+            "--executor slurm: sbatch is not on PATH; run on a SLURM login node (or load its module), "
+            "or drop --executor slurm to run here"
+        )
+    if options.executor == "local" and options.gpus > 0:
+        found = visible_gpus()
+        if options.gpus > found:
+            mask = os.environ.get("CUDA_VISIBLE_DEVICES")
+            why = f"CUDA_VISIBLE_DEVICES={mask!r} makes {found}" if mask is not None else f"{found}"
+            fix = f"pass --gpus {found} or fewer" if found else "pass --gpus 0 to run on the CPU"
+            raise StudyError(f"--gpus {options.gpus}: {why} GPU(s) visible here; {fix}")
+
+
+def check_snakemake_args(cmd: list[str]) -> None:
+    """Snakemake's own parser on the command ``study run`` will start: an unknown or malformed option (also one of
+    --snakemake-args) is one line here instead of Snakemake's 120-line usage after the work_dir was made."""
+    from snakemake.cli import get_argument_parser
+
+    parser = get_argument_parser()
+
+    def refuse(message: str) -> None:
+        raise StudyError(
+            f"Snakemake rejects the command: {message} (see python -m snakemake --help; "
+            "--snakemake-args passes options through)"
+        )
+
+    parser.error = refuse  # argparse's hook; the default prints the usage and exits
+    try:
+        parser.parse_args(cmd[cmd.index("snakemake") + 1 :])
+    except SystemExit as e:  # --help, --version in --snakemake-args
+        raise StudyError("--snakemake-args: --help/--version do not start a run; use python -m snakemake --help") from e
+
+
 def _pid_alive(pid: int) -> bool:
     try:
         os.kill(pid, 0)
@@ -108,10 +158,14 @@ def _clear_stale_lock(study: Study) -> None:
 
 
 def run_study(study: Study, options: RunOptions) -> int:
+    # everything that can be refused is refused before the work_dir exists
+    check_options(options)
     require_snakemake(slurm=options.executor == "slurm")
+    study.check_runnable()
+    cmd = snakemake_command(study, options)
+    check_snakemake_args(cmd)
     study.work_dir.mkdir(parents=True, exist_ok=True)
     study.write_budget_trainers()
-    cmd = snakemake_command(study, options)
     print("+ " + shlex.join(cmd), flush=True)
     if not options.dry_run:
         _clear_stale_lock(study)
