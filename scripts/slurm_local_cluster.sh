@@ -13,7 +13,8 @@
 # Snakemake job does not see SLURM_CONF. Starting twice is harmless.
 # Debian/Ubuntu only (apt-get), as root, no systemd or cgroups needed (proctrack/linuxproc, task/none), so it runs in
 # containers and CI VMs. The Snakemake SLURM executor plugin polls job states with `sacct`, hence slurmdbd + MariaDB.
-# Partition "local" holds the node with its real CPUs and memory; account "nnunet_lite" holds root and $SUDO_USER.
+# Partition "local" holds the node with its real CPUs and at least 64 GB of memory (advertised, not enforced: a study's
+# default requests must fit); account "nnunet_lite" holds root and $SUDO_USER.
 # Ports: slurmctld 6817, slurmd 6818, slurmdbd 6819 (Slurm's defaults), MariaDB 127.0.0.1:$NNUNET_LITE_SLURM_DB_PORT
 # (default 3307); a Slurm already running on this machine therefore conflicts: stop it first.
 set -euo pipefail
@@ -125,13 +126,20 @@ wait_for() {
 }
 
 write_configs() {
-    local node cpus_line mem cpus
+    local node cpus_line mem cpus min_mem
     node=$(hostname -s)
     # The node's real hardware as slurmd detects it ("NodeName=vm CPUs=2 Boards=1 ... RealMemory=24105").
     cpus_line=$(slurmd -C | head -n 1 | sed -E 's/^NodeName=[^ ]+ //')
     cpus=$(sed -E 's/.*CPUs=([0-9]+).*/\1/' <<<"$cpus_line")
     mem=$(sed -E 's/.*RealMemory=([0-9]+).*/\1/' <<<"$cpus_line")
     [ -n "$cpus" ] && [ -n "$mem" ] || die "could not read CPUs/RealMemory from 'slurmd -C': $cpus_line"
+    # Advertise at least NNUNET_LITE_SLURM_MIN_MEMORY MB (default 65536), so that a study's default memory requests
+    # (train 32000 MB, docs/studies-slurm.md) fit on a small VM: nothing enforces memory here (no cgroups), and
+    # config_overrides keeps slurmd from draining a node whose real memory is below the configured one.
+    min_mem=${NNUNET_LITE_SLURM_MIN_MEMORY:-65536}
+    if [ "$mem" -lt "$min_mem" ]; then
+        cpus_line=$(sed -E "s/RealMemory=[0-9]+/RealMemory=$min_mem/" <<<"$cpus_line")
+    fi
     cat >"$CONF" <<EOF
 # Written by scripts/slurm_local_cluster.sh: single-node cluster on localhost (see the script's header).
 ClusterName=$CLUSTER
@@ -151,6 +159,7 @@ SchedulerType=sched/backfill
 SelectType=select/cons_tres
 SelectTypeParameters=CR_Core_Memory
 ReturnToService=2
+SlurmdParameters=config_overrides
 KillWait=5
 StateSaveLocation=$DIR/spool/slurmctld
 SlurmdSpoolDir=$DIR/spool/slurmd

@@ -213,6 +213,9 @@ def _status(study_file: Path) -> list[dict]:
 def test_tiny_study_killed_after_first_training_continues_without_retraining(tmp_path):
     study_file = write(tmp_path, GOOD)
     cmd = [str(BIN / "nnunet_lite"), "study", "run", str(study_file), "--cores", "1", "--gpus", "0"]
+    early = Study.load(study_file, environ={}).work_dir / "report" / "study_report.md"
+    early.parent.mkdir(parents=True)
+    early.write_text("# an early `study report`, before anything ran\n")  # must not stop the run
     log = tmp_path / "first_run.log"
     with open(log, "w") as out:
         proc = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
@@ -259,6 +262,21 @@ def test_tiny_study_killed_after_first_training_continues_without_retraining(tmp
         "nnUNetTrainerLGMSNet_1ep4it__nnUNetPlans__2d",
     ]
     assert all(len(list(p.glob("*.png"))) == 2 for p in predictions.iterdir())
+
+    # a fold whose final checkpoint is gone: status leaves it, and the next run trains exactly that fold again
+    others = {t.key: t.fold_dir.joinpath("checkpoint_final.pth").stat().st_mtime_ns for t in study.trainings()[1:]}
+    gone = study.trainings()[0]
+    (gone.fold_dir / "checkpoint_final.pth").unlink()
+    assert [r["status"] for r in _status(study_file)][0] != "done"
+    third = subprocess.run(cmd, capture_output=True, text=True, timeout=900)
+    assert third.returncode == 0, third.stdout[-3000:] + third.stderr[-3000:]
+    jobs = [line for line in (third.stdout + third.stderr).splitlines() if "nnunet_lite.study.job" in line]
+    assert len(jobs) == 1 and f"job {gone.fold_dir} " in jobs[0], jobs
+    assert (gone.fold_dir / "checkpoint_final.pth").is_file()
+    assert {t.key: t.fold_dir.joinpath("checkpoint_final.pth").stat().st_mtime_ns for t in study.trainings()[1:]} == (
+        others
+    )
+    assert [r["status"] for r in _status(study_file)] == ["done"] * 4
 
 
 def _snakemake_dry_run(study_file: Path, gpus: int = 0, quiet: bool = True) -> str:

@@ -26,6 +26,7 @@ SCRIPT = Path(__file__).resolve().parents[1] / "scripts" / "slurm_local_cluster.
 CLUSTER_DIR = Path(os.environ.get("NNUNET_LITE_SLURM_DIR", "/tmp/nnunet_lite_slurm"))
 REQUIRED = os.environ.get("NNUNET_LITE_REQUIRE_SLURM") == "1"
 ACCOUNT, PARTITION = "nnunet_lite", "local"  # what the script creates
+TRAIN_MEM_MB = 32000  # the Snakefile's DEFAULT_MEM_MB["train"]
 
 # save_every = 1: nnU-Net writes checkpoint_latest.pth after every epoch (default: every 50th), so a cancelled
 # short training has something to resume from, as a long one would.
@@ -69,10 +70,9 @@ partition = "{PARTITION}"
 cpus = 1
 mem_mb = 2000
 
-[resources.train]
+[resources.train]  # no mem_mb: the train step's documented default (docs/studies-slurm.md), not Snakemake's
 gpus = 0
 cpus = 1
-mem_mb = 4000
 time = "30m"
 
 [resources.predict]
@@ -165,6 +165,11 @@ def _sacct(job_id: str) -> str:
     return out.stdout.strip()
 
 
+def _scontrol(job_id: str) -> str:
+    """What Slurm allocated to a job (``scontrol show job``: MinMemoryNode, TRES mem=...)."""
+    return subprocess.run(["scontrol", "show", "job", job_id], capture_output=True, text=True).stdout
+
+
 def _latest_training_log(fold_dir: Path) -> str:
     return max(fold_dir.glob("training_log_*.txt"), key=lambda p: p.stat().st_mtime_ns).read_text()
 
@@ -228,6 +233,7 @@ def test_study_on_slurm_cancelled_training_resumes(slurm_cluster, tmp_path, monk
             finished, cancelled = done[0], mid[0]
             marker = _job_log(study, folds[cancelled]).with_suffix(".log.running")
             job_id = json.loads(marker.read_text())["slurm_job_id"]
+            job_info = _scontrol(job_id)
             subprocess.run(["scancel", job_id], check=True)
         time.sleep(0.2)
     try:
@@ -241,6 +247,8 @@ def test_study_on_slurm_cancelled_training_resumes(slurm_cluster, tmp_path, monk
                 os.killpg(first.pid, signal.SIGKILL)
     first_log = log.read_text()
     assert cancelled is not None, f"no fold was caught mid-run:\n{first_log[-4000:]}"
+    # --default-resources slurm_partition=... did not replace the study's memory by Snakemake's default (1000 MB)
+    assert re.search(rf"\bMinMemoryNode={TRAIN_MEM_MB}M\b", job_info), job_info
     t_first = time.time() - t0
     assert first.returncode != 0, "the run with a cancelled job must fail"
     assert f"SLURM-job '{job_id}' failed, SLURM status is: 'CANCELLED'" in first_log, first_log[-4000:]

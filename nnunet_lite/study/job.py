@@ -121,15 +121,17 @@ def live_job(marker: Path) -> str | None:
     if not isinstance(state, dict):
         return None
     job_id = state.get("slurm_job_id")
+    host, pid = state.get("host"), state.get("pid")
     if job_id and str(job_id) == os.environ.get("SLURM_JOB_ID"):
-        return None  # this very job, requeued: its previous run is gone
-    if job_id and shutil.which("squeue"):
+        # this very allocation: a requeued job (its previous run is gone) or a local run inside salloc (check the PID)
+        if host != socket.gethostname():
+            return None
+    elif job_id and shutil.which("squeue"):
         out = subprocess.run(["squeue", "-h", "-j", str(job_id), "-o", "%i"], capture_output=True, text=True)
         if out.returncode == 0:
             return f"SLURM job {job_id}" if out.stdout.strip() else None
         # a job Slurm has forgotten: "Invalid job id specified"; anything else (controller down): assume alive
         return None if "invalid job id" in out.stderr.lower() else f"SLURM job {job_id}"
-    host, pid = state.get("host"), state.get("pid")
     if host == socket.gethostname() and isinstance(pid, int):
         return f"PID {pid} on {host}" if pid_alive(pid, state.get("started")) else None
     return f"PID {pid} on {host}"
