@@ -24,7 +24,7 @@ def _make(args: argparse.Namespace) -> int:
     print(f"wrote {folder} (manifest.json lists the cases, parameters and seconds per set)")
     skipped = json.loads((folder / "manifest.json").read_text()).get("skipped_corruptions", {})
     for name, why in skipped.items():
-        print(f"left out {name}: the images are not 8-bit and {why}")
+        print(f"left out {name}: {why if why.startswith('the images') else f'the images are not 8-bit and {why}'}")
     return 0
 
 

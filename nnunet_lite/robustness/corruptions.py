@@ -19,7 +19,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
-from PIL import Image, ImageEnhance
+from PIL import Image, ImageDraw, ImageEnhance
 from scipy import ndimage
 
 REFERENCE_SIZE = 224  # ImageNet-C and MedMNIST-C parameters are for 224x224 images
@@ -181,6 +181,143 @@ def specular_highlights(image: np.ndarray, count_radius: tuple[int, float], rng:
     return image * (1 - alpha) + alpha
 
 
+# ------------------------------------------------------------------------------------------ dermoscopy artefacts
+# Objects lying on the skin, not acquisition noise: hair, a ruler and ink markings, the artefacts that Bissoto et al.
+# ("(De)constructing bias on skin lesion datasets", CVPR-W 2019) annotate in ISIC images and MedLiteNet names as its
+# failure modes. Each is drawn as a layer (opacity, colour, mask of the pixels it covers) from the case's random stream;
+# the draws do not depend on the severity, which only sets how many of the drawn items (hairs, ruler length, stroke
+# arc) are shown, so a higher severity covers a superset of the pixels of a lower one. The mask is what
+# ``robustness make`` records for the artefact false-positive rate.
+
+Layer = tuple[np.ndarray, np.ndarray, np.ndarray]  # opacity H x W in [0, 1], colour H x W x 3 in [0, 1], mask H x W
+
+
+def _layer_from(mask_pil: Image.Image, colour_pil: Image.Image, opacity: np.ndarray | float, scale: float) -> Layer:
+    """Opacity with a soft rim of about half a pixel at 224 px (the drawn core stays fully covered), as arrays."""
+    mask = np.asarray(mask_pil) > 0
+    soft = ndimage.gaussian_filter(mask.astype(np.float64), max(0.6 * scale, 0.5))
+    alpha = np.maximum(mask, np.clip(1.6 * soft, 0, 1)) * opacity
+    return alpha, np.asarray(colour_pil, dtype=np.float64) / 255, mask
+
+
+def _hair_layer(shape: tuple[int, int], count: int, rng: np.random.Generator) -> Layer:
+    # DullRazor (Lee et al., Comput. Biol. Med. 1997) characterises hair in dermoscopy as thin (a few pixels), long,
+    # dark and gently curved lines, often crossing the lesion; each hair is a quadratic Bezier curve of that kind.
+    h, w = shape
+    scale = min(h, w) / REFERENCE_SIZE
+    mask, colour, opacity = Image.new("L", (w, h)), Image.new("RGB", (w, h)), Image.new("L", (w, h))
+    draw_mask, draw_colour, draw_opacity = ImageDraw.Draw(mask), ImageDraw.Draw(colour), ImageDraw.Draw(opacity)
+    t = np.linspace(0, 1, 48)[:, None]
+    for _ in range(int(count)):  # a fixed number of draws per hair: severities share their first hairs
+        start = rng.uniform(-0.1, 1.1, 2) * (w, h)
+        angle, length = rng.uniform(0, 2 * np.pi), rng.uniform(0.25, 0.7) * min(h, w)
+        bend, width = rng.uniform(-0.3, 0.3), rng.uniform(1.0, 2.5)
+        shade, alpha = rng.uniform(0.06, 0.3), rng.uniform(0.8, 1.0)
+        direction = np.array([np.cos(angle), np.sin(angle)])
+        end = start + length * direction
+        control = (start + end) / 2 + bend * length * np.array([-direction[1], direction[0]])
+        curve = [tuple(p) for p in (1 - t) ** 2 * start + 2 * (1 - t) * t * control + t**2 * end]
+        size = max(1, int(round(width * scale)))
+        draw_mask.line(curve, fill=255, width=size, joint="curve")
+        # colour and opacity reach 1 px further: the soft rim of a hair has the hair's colour and opacity
+        draw_colour.line(curve, fill=tuple(int(255 * shade * f) for f in (1.0, 0.8, 0.65)), width=size + 2)
+        draw_opacity.line(curve, fill=int(255 * alpha), width=size + 2, joint="curve")
+    opacity = np.asarray(opacity, dtype=np.float64) / 255
+    return _layer_from(mask, colour, opacity, scale)
+
+
+def _ruler_layer(shape: tuple[int, int], length: float, rng: np.random.Generator) -> Layer:
+    # A millimetre ruler laid on the skin next to the lesion (Bissoto et al. 2019; Winkler et al., JAMA Dermatol 2019,
+    # list rulers with skin markings among the artefacts of clinical dermoscopy): a translucent light strip along an
+    # image border with dark ticks every millimetre, longer every 5 and 10 mm. ``length``: fraction of the border.
+    h, w = shape
+    scale = min(h, w) / REFERENCE_SIZE
+    side = int(rng.integers(4))  # 0 top, 1 bottom, 2 left, 3 right
+    offset, start = rng.uniform(0.02, 0.08), rng.uniform(0.0, 0.08)
+    band, mm = 0.09 * min(h, w), 224 / 24 * scale  # a field of view of ~24 mm across the short side
+    along = w if side < 2 else h
+    a0, a1 = start * along, min(start + length, 1.0) * along
+    b0 = offset * min(h, w)
+    b_edge = b0 + band  # the strip's inner edge, where the ticks start
+    mask, colour = Image.new("L", (w, h)), Image.new("RGB", (w, h), (235, 232, 225))
+    draw_mask, draw_colour = ImageDraw.Draw(mask), ImageDraw.Draw(colour)
+
+    def box(u0: float, u1: float, v0: float, v1: float) -> tuple[float, float, float, float]:
+        # (along, across) -> image rectangle for the chosen side; across is measured from that border
+        x0, y0, x1, y1 = (
+            (u0, v0, u1, v1),
+            (u0, h - 1 - v1, u1, h - 1 - v0),
+            (v0, u0, v1, u1),
+            (w - 1 - v1, u0, w - 1 - v0, u1),
+        )[side]
+        x0, y0 = round(x0), round(y0)  # integer corners: Pillow rounds float ones inconsistently
+        return x0, y0, max(x0, round(x1)), max(y0, round(y1))
+
+    draw_mask.rectangle(box(a0, a1, b0, b_edge), fill=255)
+    line = max(1, int(round(0.8 * scale)))
+    ticks = np.arange(a0 + mm / 2, a1, mm)
+    for k, u in enumerate(ticks):
+        reach = band * (0.75 if k % 10 == 0 else 0.5 if k % 5 == 0 else 0.3)
+        draw_colour.rectangle(box(u, u + line - 1, b_edge - reach, b_edge), fill=(30, 30, 30))
+    draw_colour.rectangle(box(a0, a1, b_edge - line, b_edge), fill=(30, 30, 30))  # the scale's base line
+    ticks_drawn = np.asarray(colour).sum(-1) < 200
+    opacity = np.where(ticks_drawn, 0.95, 0.55)  # translucent plastic, opaque printed ticks
+    return _layer_from(mask, colour, opacity, scale)
+
+
+def _ink_layer(shape: tuple[int, int], arc: float, rng: np.random.Generator) -> Layer:
+    # Surgical skin markings: gentian-violet marker strokes drawn around the lesion before excision (Winkler et al.,
+    # JAMA Dermatol 2019, who found they raise a CNN's melanoma probability). A wobbly loop of marker around the image
+    # centre (where dermoscopy centres the lesion); ``arc``: the fraction of the loop drawn.
+    h, w = shape
+    scale = min(h, w) / REFERENCE_SIZE
+    centre = np.array([w, h]) / 2 + rng.uniform(-0.05, 0.05, 2) * min(h, w)
+    radius = rng.uniform(0.36, 0.44) * min(h, w) * np.array([rng.uniform(1.0, 1.25), rng.uniform(0.8, 1.0)])
+    phases, amplitudes = rng.uniform(0, 2 * np.pi, 3), rng.uniform(0.0, 0.05, 3)
+    start, width = rng.uniform(0, 2 * np.pi), rng.uniform(4.0, 6.0)
+    colour_rgb = tuple(int(255 * c) for c in rng.uniform((0.32, 0.12, 0.45), (0.45, 0.22, 0.6)))  # gentian violet
+    theta = start + 2 * np.pi / 400 * np.arange(int(round(400 * arc)) + 1)  # fixed steps: shorter arcs are prefixes
+    wobble = 1 + sum(a * np.sin((k + 2) * theta + p) for k, (a, p) in enumerate(zip(amplitudes, phases, strict=True)))
+    points = centre + (wobble[:, None] * radius) * np.stack([np.cos(theta), np.sin(theta)], -1)
+    mask, colour = Image.new("L", (w, h)), Image.new("RGB", (w, h), colour_rgb)
+    size = max(1, int(round(width * scale)))
+    ImageDraw.Draw(mask).line([tuple(p) for p in points], fill=255, width=size, joint="curve")
+    return _layer_from(mask, colour, 0.8, scale)  # ink is translucent: the skin shows through
+
+
+def _composite(image: np.ndarray, layer: Layer) -> np.ndarray:
+    alpha, colour, _ = layer
+    if image.ndim == 2:  # greyscale: the colour's luminance
+        colour = colour @ np.array([0.299, 0.587, 0.114])
+    elif image.shape[-1] != 3:
+        colour = np.repeat((colour @ np.array([0.299, 0.587, 0.114]))[..., None], image.shape[-1], -1)
+    alpha = alpha if image.ndim == 2 else alpha[..., None]
+    return image * (1 - alpha) + alpha * colour
+
+
+def hair(image: np.ndarray, count: int, rng: np.random.Generator) -> np.ndarray:
+    """``count`` dark curved hairs, 1-2.5 px wide at 224 px and 25-70 % of the short side long, over the image."""
+    return _composite(image, _hair_layer(image.shape[:2], count, rng))
+
+
+def ruler(image: np.ndarray, length: float, rng: np.random.Generator) -> np.ndarray:
+    """A millimetre ruler along a random border, covering ``length`` of it (ticks every mm: more ticks when longer)."""
+    return _composite(image, _ruler_layer(image.shape[:2], length, rng))
+
+
+def ink_marker(image: np.ndarray, arc: float, rng: np.random.Generator) -> np.ndarray:
+    """A gentian-violet marker loop around the centre, ``arc`` of it drawn (1.0: closed)."""
+    return _composite(image, _ink_layer(image.shape[:2], arc, rng))
+
+
+# artefact function -> its layer (opacity, colour, mask)
+ARTEFACTS: dict[Callable, Callable[[tuple[int, int], object, np.random.Generator], Layer]] = {
+    hair: _hair_layer,
+    ruler: _ruler_layer,
+    ink_marker: _ink_layer,
+}
+
+
 # ------------------------------------------------------------------------------------ float (non-8-bit) variants
 # CT, MR and other non-8-bit intensities must not pass through 8-bit Pillow: that quantises every severity to 256
 # levels (16 HU steps on a 4000 HU CT range). The variants below work on the same [0, 1]-scaled float image and keep
@@ -227,6 +364,11 @@ FLOAT_VARIANTS: dict[Callable, Callable | str] = {
     shot_noise: shot_noise_float,
     jpeg_compression: "JPEG is an 8-bit codec (its artefacts are 8-bit quantisation); CT/MR and other non-8-bit "
     "intensities are not stored or acquired that way",
+    **{
+        artefact: "hair, rulers and ink on the skin exist only in natural RGB (8-bit) dermoscopy photographs, not in "
+        "CT/MR or other non-8-bit images"
+        for artefact in ARTEFACTS
+    },
 }
 # float variants that use whole-array statistics: applied to a volume at once, not slice by slice
 WHOLE_VOLUME = (brightness_float, contrast_float)
@@ -251,6 +393,23 @@ class Corruption:
         variant = FLOAT_VARIANTS.get(self.function)
         return variant if isinstance(variant, str) else None
 
+    @property
+    def is_artefact(self) -> bool:
+        """An object drawn over the image (hair, ruler, ink): ``make`` records its mask per case."""
+        return self.function in ARTEFACTS
+
+    def apply_with_mask(
+        self, image: np.ndarray, severity: int, rng: np.random.Generator
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """For an artefact on an 8-bit 2D image (H x W or H x W x C in [0, 1]): the corrupted image and the boolean
+        H x W mask of the pixels the artefact covers."""
+        if not self.is_artefact:
+            raise ValueError(f"{self.name} is not an artefact; it has no mask")
+        if severity not in SEVERITIES:
+            raise ValueError(f"severity must be one of {SEVERITIES}, got {severity}")
+        layer = ARTEFACTS[self.function](image.shape[:2], self.parameters[severity - 1], rng)
+        return np.clip(_composite(image, layer), 0, 1), layer[2]
+
     def apply(
         self, image: np.ndarray, severity: int, rng: np.random.Generator, *, eight_bit: bool = True
     ) -> np.ndarray:
@@ -270,6 +429,9 @@ class Corruption:
 IMAGENET_C = "ImageNet-C"
 DERMA = "MedMNIST-C dermamnist"
 BREAST = "MedMNIST-C breastmnist"
+HAIR = "own: hair as in Bissoto et al. CVPR-W 2019 (artefact categories), appearance after DullRazor (Lee et al. 1997)"
+RULER = "own: ruler marks as catalogued by Bissoto et al. CVPR-W 2019 and Winkler et al. JAMA Dermatol 2019"
+INK = "own: gentian-violet skin markings as in Winkler et al. JAMA Dermatol 2019"
 
 # MedMNIST-C's dermamnist black_corner list is [1.10, 1.05, 1.00, 0.90, 0.95]; severities 4 and 5 are swapped here
 # so that the corrupted area grows with severity.
@@ -283,6 +445,10 @@ SUITES: dict[str, tuple[Corruption, ...]] = {
         Corruption("brightness_down", brightness, (0.9, 0.8, 0.7, 0.6, 0.5), DERMA),
         Corruption("contrast_down", contrast, (0.8, 0.7, 0.6, 0.5, 0.4), DERMA),
         Corruption("black_corner", black_corner, (1.10, 1.05, 1.00, 0.95, 0.90), DERMA),
+        # the artefacts MedLiteNet names as its failure modes; see the layer functions above for the sources
+        Corruption("hair", hair, (4, 8, 16, 28, 44), HAIR),
+        Corruption("ruler", ruler, (0.2, 0.35, 0.5, 0.7, 0.9), RULER),
+        Corruption("ink_marker", ink_marker, (0.2, 0.4, 0.6, 0.8, 1.0), INK),
     ),
     "ultrasound": (
         Corruption("speckle_noise", speckle_noise, (0.10, 0.15, 0.20, 0.25, 0.30), BREAST),

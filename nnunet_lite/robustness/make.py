@@ -30,6 +30,7 @@ from .corruptions import SEVERITIES, WHOLE_VOLUME, case_rng, get_suite
 
 NATURAL_IMAGE_ENDINGS = (".png", ".bmp", ".tif", ".tiff")
 CLEAN = "clean"
+ARTEFACT_FOLDER = "artefactsTs"  # <set>/<artefact>_s<k>/artefactsTs/<case>.png: the pixels the artefact covers (255)
 
 
 def set_folder(dataset: str, set_name: str) -> Path:
@@ -142,6 +143,13 @@ def write_image(array: np.ndarray, info: object, path: Path) -> None:
     sitk.WriteImage(out, str(path), useCompression=True)
 
 
+def write_mask(mask: np.ndarray, path: Path) -> None:
+    """An artefact mask as an 8-bit PNG, 255 where the artefact lies (viewable as is)."""
+    from PIL import Image
+
+    Image.fromarray(np.where(mask, 255, 0).astype(np.uint8)).save(path)
+
+
 def corrupt_array(
     array: np.ndarray, corruption, severity: int, rng: np.random.Generator, volume: bool, eight_bit: bool = True
 ) -> np.ndarray:
@@ -222,6 +230,15 @@ def make_corrupted_sets(
         chosen, skipped = _drop_8bit_only(chosen, bool(corruptions), name)
         if not chosen:
             raise ComparisonError(f"no corruption of suite {suite} applies to the non-8-bit images of {name}")
+    if volume and any(c.is_artefact for c in chosen):  # e.g. an 8-bit 3D TIFF: no hair on a volume's slices
+        artefacts = [c.name for c in chosen if c.is_artefact]
+        if corruptions:
+            raise ComparisonError(
+                f"--corruptions {artefacts[0]}: {name} holds 3D volumes; hair, ruler and ink_marker only apply to "
+                f"natural RGB (8-bit) dermoscopy photographs; leave them out"
+            )
+        skipped.update({a: "the images are 3D volumes, not RGB dermoscopy photographs" for a in artefacts})
+        chosen = tuple(c for c in chosen if not c.is_artefact)
     set_name = set_name_for(suite, from_fold)
     target = set_folder(name, set_name)
     n_files = sum(len(f) for f in files.values())
@@ -240,14 +257,23 @@ def make_corrupted_sets(
             # read each file once per corruption and corrupt it at every severity with the same random stream
             for severity in severities:
                 (tmp / f"{corruption.name}_s{severity}" / "imagesTs").mkdir(parents=True)
+                if corruption.is_artefact:
+                    (tmp / f"{corruption.name}_s{severity}" / ARTEFACT_FOLDER).mkdir()
             started = time.perf_counter()
-            for case_files in files.values():
+            for case, case_files in files.items():
                 for f in case_files:
                     array, info = read_image(f)
                     for severity in severities:
-                        rng = case_rng(seed, corruption.name, f.name)
-                        out = corrupt_array(array, corruption, severity, rng, volume, eight_bit[f])
-                        write_image(out, info, tmp / f"{corruption.name}_s{severity}" / "imagesTs" / f.name)
+                        folder = tmp / f"{corruption.name}_s{severity}"
+                        if corruption.is_artefact:
+                            # drawn from the case's stream, so every channel file of a case gets the same artefact
+                            rng = case_rng(seed, corruption.name, case)
+                            out, mask = corruption.apply_with_mask(array, severity, rng)
+                            write_mask(mask, folder / ARTEFACT_FOLDER / f"{case}.png")
+                        else:
+                            rng = case_rng(seed, corruption.name, f.name)
+                            out = corrupt_array(array, corruption, severity, rng, volume, eight_bit[f])
+                        write_image(out, info, folder / "imagesTs" / f.name)
                         bar.update()
             timings[corruption.name] = (time.perf_counter() - started) / len(severities)
         bar.close()
@@ -281,6 +307,13 @@ def make_corrupted_sets(
             "intensities": "8-bit" if all(eight_bit.values()) else "float (non-8-bit images present)",
             "skipped_corruptions": skipped,
             "sets": [CLEAN] + [f"{c.name}_s{s}" for c in chosen for s in severities],
+            # set -> folder (relative to the set) of the artefact masks, <case>.png, nonzero where the artefact is
+            "artefact_masks": {
+                f"{c.name}_s{s}": f"{c.name}_s{s}/{ARTEFACT_FOLDER}"
+                for c in chosen
+                if c.is_artefact
+                for s in severities
+            },
         }
         (tmp / "manifest.json").write_text(json.dumps(manifest, indent=2) + "\n")
     return target

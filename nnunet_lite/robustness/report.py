@@ -8,7 +8,11 @@ Metrics (Kamann & Rother, IJCV 2021, for segmentation; ImageNet-C / MedMNIST-C f
 - mCE: MedMNIST-C's / ImageNet-C's normalised corruption error with ``1 - Dice`` as the error, relative to the
   baseline trainer: ``mean_c [sum_s E(c, s) / sum_s E_baseline(c, s)]`` (1 = as robust as the baseline, below 1 =
   more robust);
-- worst corruption: lowest Dice averaged over severities.
+- worst corruption: lowest Dice averaged over severities;
+- artefact false-positive rate (sets of drawn artefacts: hair, ruler, ink_marker): of the pixels an artefact covers
+  outside the reference lesion, the share the model segments as lesion (any foreground label), on the corrupted image
+  and, for the same pixels, on the clean image; per case averaged over the folds, then the mean over the cases that
+  have such pixels (n), per set and over a model's artefact sets.
 """
 
 from __future__ import annotations
@@ -53,6 +57,7 @@ class RobustnessReport:
     per_set: pd.DataFrame  # per (model, corruption, severity)
     table: pd.DataFrame  # one row per model
     notes: list[str] = field(default_factory=list)
+    artefacts: pd.DataFrame = field(default_factory=pd.DataFrame)  # artefact FP rate per (model, corruption, severity)
 
 
 def _split(sub: str) -> tuple[str, int]:
@@ -60,6 +65,86 @@ def _split(sub: str) -> tuple[str, int]:
         return CLEAN, 0
     corruption, severity = sub.rsplit("_s", 1)
     return corruption, int(severity)
+
+
+def _read_2d(path: Path) -> np.ndarray:
+    if not path.is_file():
+        raise ComparisonError(f"{path} not found: the robustness results are incomplete; run robustness run again")
+    if path.name.lower().endswith((".tif", ".tiff")):
+        import tifffile
+
+        return np.asarray(tifffile.imread(path))
+    from PIL import Image
+
+    return np.asarray(Image.open(path))
+
+
+def artefact_fp_rows(model: Path, manifest: dict, folds: Sequence[str], label: str) -> list[dict]:
+    """Per (fold, artefact set, case) whose artefact covers pixels outside the reference lesion: their number and the
+    share of them predicted as lesion (any foreground label) on the corrupted image and on the clean image."""
+    masks = manifest.get("artefact_masks") or {}
+    if not masks:
+        return []
+    folder, ending = Path(manifest["folder"]), manifest["file_ending"]
+    rows = []
+    for case in manifest["cases"]:
+        reference = _read_2d(folder / "labelsTs" / f"{case}{ending}") > 0
+        outside = {}
+        for sub, mask_folder in masks.items():
+            artefact = _read_2d(folder / mask_folder / f"{case}.png") > 0
+            if artefact.shape != reference.shape:
+                raise ComparisonError(
+                    f"{folder / mask_folder / case}.png is {artefact.shape}, its reference {reference.shape}: the set "
+                    f"is inconsistent; make it again with --overwrite"
+                )
+            if (artefact & ~reference).any():
+                outside[sub] = artefact & ~reference
+        for fold in folds:
+            if not outside:
+                break
+            clean = _read_2d(result_folder(model, manifest["set"], fold, CLEAN) / f"{case}{ending}") > 0
+            for sub, pixels in outside.items():
+                predicted = _read_2d(result_folder(model, manifest["set"], fold, sub) / f"{case}{ending}") > 0
+                corruption, severity = _split(sub)
+                n = int(pixels.sum())
+                rows.append(
+                    {
+                        "model": label,
+                        "corruption": corruption,
+                        "severity": severity,
+                        "fold": fold,
+                        "case": case,
+                        "artefact_pixels": n,
+                        "fp_rate": float((predicted & pixels).sum() / n),
+                        "fp_rate_clean": float((clean & pixels).sum() / n),
+                    }
+                )
+    return rows
+
+
+def artefact_summary(rows: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Per (model, corruption, severity) and per model: mean artefact FP rate (corrupted and clean) over the cases,
+    each case first averaged over the folds (every fold's model predicts the same cases of a set), and n cases."""
+    if rows.empty:
+        return pd.DataFrame(), pd.DataFrame()
+    units = rows.groupby(["model", "corruption", "severity", "case"], as_index=False, sort=False)[
+        ["fp_rate", "fp_rate_clean", "artefact_pixels"]
+    ].mean()
+    per_set = (
+        units.groupby(["model", "corruption", "severity"], sort=False)
+        .agg(
+            artefact_fp_rate=("fp_rate", "mean"),
+            artefact_fp_rate_clean=("fp_rate_clean", "mean"),
+            n_cases=("case", "count"),
+            artefact_pixels_mean=("artefact_pixels", "mean"),
+        )
+        .reset_index()
+    )
+    per_model = (
+        per_set.groupby("model", sort=False)[["artefact_fp_rate", "artefact_fp_rate_clean"]].mean().reset_index()
+    )
+    per_model["artefact_fp_n_cases"] = per_model["model"].map(units.groupby("model")["case"].nunique())
+    return per_set, per_model
 
 
 def collect(
@@ -153,6 +238,18 @@ def build_report(
     paired["source"] = np.where(paired["source"] == CLEAN, CLEAN, CORRUPTED)
     stats = paired_statistics(paired, baseline, CORRUPTED, n_resamples, seed, shared=shared)
     table = table.merge(stats, on="model", how="left")
+    fp_rows = [
+        row
+        for trainer in trainers
+        for row in artefact_fp_rows(
+            model_folder(name, trainer, plans_name, configuration), manifest, [str(f) for f in folds], trainer
+        )
+    ]
+    artefacts, fp_per_model = artefact_summary(pd.DataFrame(fp_rows))
+    if manifest.get("artefact_masks"):
+        table = table.merge(fp_per_model, on="model", how="left") if len(fp_per_model) else table
+        for column in ("artefact_fp_rate", "artefact_fp_rate_clean", "artefact_fp_n_cases"):
+            table[column] = table[column] if column in table else float("nan")
     n_cases = cases["case"].nunique()
     fold_list = folds_text([str(f) for f in folds])
     if shared:
@@ -164,8 +261,14 @@ def build_report(
         ]
     else:
         notes = [f"One prediction per case (fold {fold_list}): {n_cases} cases, paired per case."]
+    if manifest.get("artefact_masks"):
+        notes.append(
+            "Artefact FP rate: of the pixels a drawn artefact (hair, ruler, ink marker) covers outside the reference "
+            "lesion, the share segmented as lesion, on the corrupted image and (clean) on the same pixels of the "
+            "uncorrupted image; per case averaged over the folds, mean over the cases that have such pixels (n)."
+        )
     return RobustnessReport(
-        name, configuration, manifest["set"], manifest, baseline, cases, shared, per_set, table, notes
+        name, configuration, manifest["set"], manifest, baseline, cases, shared, per_set, table, notes, artefacts
     )
 
 
@@ -235,6 +338,8 @@ def markdown(report: RobustnessReport) -> str:
         "Δ corrupted Dice [95% CI]",
         "p (Holm)",
     ]
+    with_artefacts = "artefact_fp_rate" in report.table
+    header += ["artefact FP rate clean → corrupted (n)"] if with_artefacts else []
     rows = []
     for _, r in report.table.iterrows():
         is_base = r["model"] == report.baseline
@@ -258,8 +363,34 @@ def markdown(report: RobustnessReport) -> str:
             delta,
             "–" if is_base else _p(r["p_holm"]),
         ]
+        if with_artefacts:
+            row.append(_fp(r["artefact_fp_rate_clean"], r["artefact_fp_rate"], r["artefact_fp_n_cases"]))
         rows.append(row)
     return markdown_table(header, rows)
+
+
+def _fp(clean: float, corrupted: float, n: float) -> str:
+    if pd.isna(corrupted):
+        return "– (n=0)"
+    return f"{clean:.3f} → {corrupted:.3f} (n={int(n)})"
+
+
+def artefact_markdown(report: RobustnessReport) -> str:
+    """Per artefact and severity, one column per model: the FP rate on the clean and on the corrupted image (n)."""
+    models = list(report.table["model"])
+    a = report.artefacts.set_index(["model", "corruption", "severity"])
+    keys = list(dict.fromkeys(zip(report.artefacts["corruption"], report.artefacts["severity"], strict=True)))
+    rows = []
+    for corruption, severity in keys:
+        row = [corruption, severity]
+        for m in models:
+            if (m, corruption, severity) in a.index:
+                r = a.loc[(m, corruption, severity)]
+                row.append(_fp(r["artefact_fp_rate_clean"], r["artefact_fp_rate"], r["n_cases"]))
+            else:
+                row.append("– (n=0)")
+        rows.append(row)
+    return markdown_table(["artefact", "severity", *models], rows)
 
 
 def per_set_markdown(report: RobustnessReport) -> str:
@@ -331,6 +462,17 @@ def write_report(report: RobustnessReport, folder: Path, command: str) -> None:
         "![Dice vs severity](robustness.png)",
         "",
     ]
+    if len(report.artefacts):
+        lines += [
+            "## Artefact false-positive rate",
+            "",
+            "Share of the artefact's pixels outside the reference lesion that the model segments as lesion: on the "
+            "clean image → on the image with the artefact (n: cases with artefact pixels outside the lesion).",
+            "",
+            artefact_markdown(report),
+            "",
+        ]
+        report.artefacts.to_csv(folder / "robustness_artefacts.csv", index=False)
     (folder / "robustness.md").write_text("\n".join(lines))
     report.table.to_csv(folder / "robustness.csv", index=False)
     report.per_set.to_csv(folder / "robustness_per_set.csv", index=False)
@@ -349,20 +491,29 @@ def compare_columns(models, folds: Sequence[str]) -> dict[str, dict[str, float]]
                 manifest = load_manifest(model.path.parent.name, set_dir.name)
             except ComparisonError:
                 continue
-            clean, corrupted = [], []
+            clean, corrupted, done = [], [], []
             for fold in folds:
                 for sub in manifest["sets"]:
                     info = result_folder(model.path, set_dir.name, fold, sub) / "robustness.json"
                     if info.is_file() and json.loads(info.read_text())["manifest"] == manifest["id"]:
                         value = json.loads(info.read_text())["foreground_mean_dice"]
                         (clean if sub == CLEAN else corrupted).append(value)
+                        done += [fold] if sub == CLEAN else []
             if clean and len(corrupted) == len(clean) * (len(manifest["sets"]) - 1):
                 c, k = float(np.mean(clean)), float(np.mean(corrupted))
-                out.setdefault(model.label, {}).update(
-                    {
-                        f"robustness {set_dir.name}: clean Dice": c,
-                        f"robustness {set_dir.name}: corrupted Dice": k,
-                        f"robustness {set_dir.name}: relative drop": (c - k) / c if c > 0 else float("nan"),
-                    }
-                )
+                columns = {
+                    f"robustness {set_dir.name}: clean Dice": c,
+                    f"robustness {set_dir.name}: corrupted Dice": k,
+                    f"robustness {set_dir.name}: relative drop": (c - k) / c if c > 0 else float("nan"),
+                }
+                if manifest.get("artefact_masks"):
+                    rows = artefact_fp_rows(model.path, manifest, done, model.label)
+                    fp = artefact_summary(pd.DataFrame(rows))[1]
+                    fp = fp.iloc[0] if len(fp) else {}
+                    columns[f"robustness {set_dir.name}: artefact FP rate"] = fp.get("artefact_fp_rate", float("nan"))
+                    columns[f"robustness {set_dir.name}: artefact FP rate (clean)"] = fp.get(
+                        "artefact_fp_rate_clean", float("nan")
+                    )
+                    columns[f"robustness {set_dir.name}: artefact FP n"] = fp.get("artefact_fp_n_cases", 0)
+                out.setdefault(model.label, {}).update(columns)
     return out
