@@ -324,9 +324,10 @@ def test_variants_train_with_nnunetv2_train_and_export_rebuilds_exactly(nnunet_e
     ext.mkdir()
     (ext / "nnunet_lite_ablation_smoke_trainers.py").write_text(SMOKE_TRAINERS)
     monkeypatch.setenv("nnUNet_extTrainer", os.pathsep.join([os.environ["nnUNet_extTrainer"], str(ext)]))
-    monkeypatch.setenv("nnUNet_n_proc_DA", "0")  # augmentation in the training process: no worker start-up
     raw = make_lesion_dataset_2d(Path(os.environ["nnUNet_raw"]), int(SMOKE_DATASET), num_train=10, num_test=1, seed=4)
     run_cli("nnUNetv2_plan_and_preprocess", "-d", SMOKE_DATASET, "-c", "2d", "-np", "1", "-npfp", "1")
+    # training only (planning crashes with 0): augmentation in the training process, no worker start-up
+    monkeypatch.setenv("nnUNet_n_proc_DA", "0")
     results = Path(os.environ["nnUNet_results"]) / raw.name
     for variant in ("nnUNetTrainerAULUNet_d135", "nnUNetTrainerLGMSNet_GMSconv", "nnUNetTrainerMedLiteNet_ResNet18"):
         run_cli("nnUNetv2_train", SMOKE_DATASET, "2d", "0", "-tr", f"{variant}_smoke", "-device", "cpu")
@@ -360,3 +361,24 @@ def test_variants_train_with_nnunetv2_train_and_export_rebuilds_exactly(nnunet_e
         expected = rebuilt.eval()(x).numpy()
     got = run_session(create_session(export / "model.onnx", threads=1), x)
     assert abs(got - expected).max() <= 1e-4 * max(1.0, abs(expected).max())
+
+
+def test_docs_list_every_variant_with_its_parameters():
+    """docs/ablations.md's table comes from ``nnunet_lite profile`` (2 output channels, 1x3x256x256); it must match
+    the code: every parameter count, and the GMACs (3 decimals) of the full networks and one variant each (counting
+    all of them would add ~15 s of CPU)."""
+    from nnunet_lite.profiling import count_flops
+
+    doc = (Path(__file__).resolve().parents[1] / "docs" / "ablations.md").read_text()
+    rows = {}
+    for line in doc.splitlines():
+        cells = [c.strip() for c in line.strip("|").split("|")]
+        if len(cells) == 7 and cells[0].startswith("`nnUNetTrainer"):
+            rows[cells[0].strip("`")] = (int(cells[3].replace(",", "")), float(cells[6]))
+    bases = [f"nnUNetTrainer{arch}" for arch in SUFFIXES]
+    assert set(rows) == set(VARIANTS + bases)
+    for name, (params, gmacs) in rows.items():
+        net = build(name)
+        assert num_params(net) == params, name
+        if name in bases or name.endswith(("_d135", "_GMSconv", "_ResNet18")):  # meta tensors: no arithmetic
+            assert round(count_flops(net.to("meta"), (1, 3, 256, 256)) / 2e9, 3) == gmacs, name
