@@ -220,6 +220,7 @@ def artefact_tree(tmp_path: Path, monkeypatch) -> dict:
                 for case in cases:
                     extra = EXTRA.get((fold, sub, case), grid()) if trainer == LITE else grid()
                     png(LESION | extra, out / f"{case}.png")
+            write_summary(folder / f"fold_{fold}" / "validation" / "summary.json", {f"v{fold}": 0.7, f"w{fold}": 0.8})
     return manifest
 
 
@@ -276,3 +277,30 @@ def test_robustness_report_and_compare_columns_show_the_artefact_fp_rate(tmp_pat
     # fold 0 only: c0 0.3 and c2 1.0 for hair, c0 0.0 for ruler
     only0 = compare_columns(models, ["0"])[LITE]["robustness dermoscopy: artefact FP rate"]
     assert only0 == pytest.approx(((0.3 + 1.0) / 2 + 0.0) / 2)
+
+    # nnunet_lite compare: the columns in comparison.csv and the rates in the robustness cell of comparison.md
+    import nnunet_lite.comparison.compare as compare_module
+    from tests.test_paired_cases import no_costs
+
+    monkeypatch.setattr(compare_module, "model_costs", no_costs)  # no checkpoints or plans in a hand-built tree
+    cmp_out = tmp_path / "cmp"
+    assert cli("compare", "-d", DATASET, "-f", 0, 1, "--baseline", BASE, "-o", cmp_out, "--bootstrap", 200) == 0
+    cmp = pd.read_csv(cmp_out / "comparison.csv").set_index("model")
+    assert cmp.loc[LITE, "robustness dermoscopy: artefact FP rate"] == pytest.approx(0.3)
+    assert cmp.loc[LITE, "robustness dermoscopy: artefact FP rate (clean)"] == pytest.approx(0.025)
+    assert "artefact FP 0.025 → 0.300" in (cmp_out / "comparison.md").read_text()
+
+
+def test_example_figure_script(tmp_path, capsys):
+    from nnunet_lite.robustness.artefact_figure import main as figure_main
+
+    image = tmp_path / "lesion.png"
+    Image.fromarray(_lesion_case(np.random.default_rng(7), 200)[0]).save(image)
+    assert figure_main([str(image), str(tmp_path / "fig.png"), "--width", "160"]) == 0
+    shares = [float(v) for v in capsys.readouterr().out.split("[")[1].rstrip("]\n").split()]
+    assert len(shares) == 9 and all(shares[i] < shares[i + 1] < shares[i + 2] for i in (0, 3, 6))
+    assert (tmp_path / "fig.png").read_bytes()[:4] == b"\x89PNG"
+    docs_figure = Path(__file__).resolve().parents[1] / "docs" / "robustness_artefacts.png"  # generated from PH2
+    assert 20_000 < docs_figure.stat().st_size < 400_000
+    assert figure_main([str(tmp_path / "missing.bmp"), str(tmp_path / "x.png")]) == 1
+    assert "missing.bmp not found" in capsys.readouterr().err

@@ -88,7 +88,10 @@ def markdown(comparison: Comparison, command: str | None = None) -> str:
                 row.append(_mean_std(r[f"{s}: Dice_mean_folds"], r[f"{s}: Dice_std_folds"]))
         for s in robust_sets:
             clean, corrupted, drop = (r[f"{s}: {k}"] for k in ("clean Dice", "corrupted Dice", "relative drop"))
-            row.append("–" if pd.isna(clean) else f"{clean:.3f} / {corrupted:.3f} ({100 * drop:.1f}%)")
+            cell = "–" if pd.isna(clean) else f"{clean:.3f} / {corrupted:.3f} ({100 * drop:.1f}%)"
+            if f"{s}: artefact FP rate" in r and not pd.isna(r[f"{s}: artefact FP rate"]):  # hair, ruler, ink sets
+                cell += f"; artefact FP {r[f'{s}: artefact FP rate (clean)']:.3f} → {r[f'{s}: artefact FP rate']:.3f}"
+            row.append(cell)
         rows.append(row)
     base = comparison.baseline.label if comparison.baseline else "–"
     stats_rows = [
