@@ -227,9 +227,9 @@ def _hair_layer(shape: tuple[int, int], count: int, rng: np.random.Generator) ->
 
 
 def _ruler_layer(shape: tuple[int, int], length: float, rng: np.random.Generator) -> Layer:
-    # A millimetre ruler laid on the skin next to the lesion (Bissoto et al. 2019; Winkler et al., JAMA Dermatol 2019,
-    # list rulers with skin markings among the artefacts of clinical dermoscopy): a translucent light strip along an
-    # image border with dark ticks every millimetre, longer every 5 and 10 mm. ``length``: fraction of the border.
+    # A millimetre ruler laid on the skin next to the lesion (a "ruler" artefact of Bissoto et al. 2019; scale bars
+    # change a CNN's melanoma scores, Winkler et al., Eur. J. Cancer 2021): a translucent light strip along an image
+    # border with dark ticks every millimetre, longer every 5 and 10 mm. ``length``: fraction of the border.
     h, w = shape
     scale = min(h, w) / REFERENCE_SIZE
     side = int(rng.integers(4))  # 0 top, 1 bottom, 2 left, 3 right
@@ -430,7 +430,7 @@ IMAGENET_C = "ImageNet-C"
 DERMA = "MedMNIST-C dermamnist"
 BREAST = "MedMNIST-C breastmnist"
 HAIR = "own: hair as in Bissoto et al. CVPR-W 2019 (artefact categories), appearance after DullRazor (Lee et al. 1997)"
-RULER = "own: ruler marks as catalogued by Bissoto et al. CVPR-W 2019 and Winkler et al. JAMA Dermatol 2019"
+RULER = "own: ruler marks as catalogued by Bissoto et al. CVPR-W 2019 (scale bars: Winkler et al. EJC 2021)"
 INK = "own: gentian-violet skin markings as in Winkler et al. JAMA Dermatol 2019"
 
 # MedMNIST-C's dermamnist black_corner list is [1.10, 1.05, 1.00, 0.90, 0.95]; severities 4 and 5 are swapped here
