@@ -33,7 +33,7 @@ class nnUNetTrainerAULUNet_rob(nnUNetTrainerAULUNet_paper):
     hyperparameters = {"num_epochs": 3, "num_iterations_per_epoch": 8, "num_val_iterations_per_epoch": 1}
 """
 )
-CORRUPTIONS = ("gaussian_noise", "black_corner")
+CORRUPTIONS = ("gaussian_noise", "black_corner", "hair")
 
 
 def cli(*args) -> int:
@@ -114,7 +114,7 @@ def corrupted(trained):
 @pytest.mark.slow
 def test_make_is_deterministic_and_leaves_masks_untouched(trained, corrupted, tmp_path, capsys):
     manifest = json.loads((corrupted / "manifest.json").read_text())
-    assert manifest["sets"] == ["clean", "gaussian_noise_s1", "gaussian_noise_s5", "black_corner_s1", "black_corner_s5"]
+    assert manifest["sets"] == ["clean"] + [f"{c}_s{s}" for c in CORRUPTIONS for s in (1, 5)]
     assert manifest["cases"] == sorted(p.name.removesuffix(".png") for p in (trained / "labelsTs").glob("*.png"))
     for case in manifest["cases"]:
         assert (corrupted / "labelsTs" / f"{case}.png").read_bytes() == (
@@ -145,9 +145,9 @@ def test_run_report_and_compare_columns(trained, corrupted, tmp_path, capsys):
     results = Path(os.environ["nnUNet_results"]) / trained.name
     run = ["robustness", "run", "-d", DATASET, "-c", "2d", "-tr", BASELINE, LITE, "-f", 0]
     assert cli(*run) == 0
-    assert "predicted 10 sets, 0 were done before" in capsys.readouterr().out
+    assert "predicted 14 sets, 0 were done before" in capsys.readouterr().out
     assert cli(*run) == 0  # resumable: nothing left to do
-    assert "predicted 0 sets, 10 were done before" in capsys.readouterr().out
+    assert "predicted 0 sets, 14 were done before" in capsys.readouterr().out
 
     # every per-case Dice is nnU-Net's evaluator's, equal to a direct computation on the written files
     folder = results / f"{LITE}__nnUNetPlans__2d" / "robustness" / "dermoscopy" / "fold_0" / "black_corner_s5"
@@ -165,7 +165,7 @@ def test_run_report_and_compare_columns(trained, corrupted, tmp_path, capsys):
     per_set = pd.read_csv(out / "robustness_per_set.csv")
     for trainer in (BASELINE, LITE):
         mine = per_set[per_set["model"] == trainer].set_index(["corruption", "severity"])
-        assert len(mine) == 5 and (mine["n_cases"] == 3).all() and (mine["seconds"] > 0).all()
+        assert len(mine) == 7 and (mine["n_cases"] == 3).all() and (mine["seconds"] > 0).all()
         corrupted_sets = mine.drop(index=("clean", 0))["Dice"]
         assert table.loc[trainer, "clean_dice"] == pytest.approx(mine.loc[("clean", 0), "Dice"])
         assert table.loc[trainer, "corrupted_dice"] == pytest.approx(corrupted_sets.mean())
@@ -177,7 +177,21 @@ def test_run_report_and_compare_columns(trained, corrupted, tmp_path, capsys):
         assert by_corruption[table.loc[trainer, "worst_corruption"]] == by_corruption.min()
     assert table.loc[BASELINE, "mCE"] == pytest.approx(1.0)
     per_case = pd.read_csv(out / "robustness_per_case.csv")
-    assert len(per_case) == 2 * 5 * 3 and table.loc[LITE, "n_pairs"] == 3
+    assert len(per_case) == 2 * 7 * 3 and table.loc[LITE, "n_pairs"] == 3
+    # the artefact false-positive rate from nnU-Net's predictions, against a direct computation on the written files
+    lite = results / f"{LITE}__nnUNetPlans__2d" / "robustness" / "dermoscopy" / "fold_0"
+    rates, clean_rates = [], []
+    for case in json.loads((corrupted / "manifest.json").read_text())["cases"]:
+        outside = (np.asarray(Image.open(corrupted / "hair_s5" / "artefactsTs" / f"{case}.png")) > 0) & ~(
+            np.asarray(Image.open(corrupted / "labelsTs" / f"{case}.png")) > 0
+        )
+        if outside.any():
+            rates.append((np.asarray(Image.open(lite / "hair_s5" / f"{case}.png")) > 0)[outside].mean())
+            clean_rates.append((np.asarray(Image.open(lite / "clean" / f"{case}.png")) > 0)[outside].mean())
+    artefacts = pd.read_csv(out / "robustness_artefacts.csv").set_index(["model", "corruption", "severity"])
+    assert artefacts.loc[(LITE, "hair", 5), "n_cases"] == len(rates) > 0
+    assert artefacts.loc[(LITE, "hair", 5), "artefact_fp_rate"] == pytest.approx(np.mean(rates))
+    assert artefacts.loc[(LITE, "hair", 5), "artefact_fp_rate_clean"] == pytest.approx(np.mean(clean_rates))
     assert (out / "robustness.png").read_bytes()[:4] == b"\x89PNG"
     assert "worst corruption" in (out / "robustness.md").read_text()
 
