@@ -77,8 +77,10 @@ def _report(args: argparse.Namespace) -> int:
     with atomic_folder(output, overwrite=args.overwrite) as tmp:
         write_report(report, tmp, command)
     print(markdown(report))
+    extra = ", robustness_artefacts.csv" if len(report.artefacts) else ""
     print(
-        f"wrote {output}/robustness.md, robustness.csv, robustness_per_set.csv, robustness_per_case.csv, robustness.png"
+        f"wrote {output}/robustness.md, robustness.csv, robustness_per_set.csv, robustness_per_case.csv{extra}, "
+        "robustness.png"
     )
     return 0
 
@@ -107,11 +109,12 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
 
     parser = subparsers.add_parser(
         "robustness",
-        help="Dice under photometric corruptions (blur, noise, JPEG, exposure, ...) per modality",
+        help="Dice under photometric corruptions (blur, noise, JPEG, exposure, ...) and dermoscopy artefacts",
         description="make: write corrupted copies of the test images once (nnU-Net naming, under "
         "nnUNet_raw/<dataset>/robustness/<set>); run: predict and evaluate them with nnU-Net for each trainer "
         "(results under each model folder, resumable); report: clean vs corrupted Dice, relative drop, mCE, worst "
-        "corruption, paired statistics and a Dice-vs-severity plot.",
+        "corruption, paired statistics, a Dice-vs-severity plot and, for the drawn dermoscopy artefacts (hair, ruler, "
+        "ink_marker), the artefact false-positive rate.",
     )
     actions = parser.add_subparsers(dest="robustness_command", metavar="ACTION", required=True)
 
