@@ -25,6 +25,11 @@ def run(args: argparse.Namespace) -> int:
             verify_images=args.verify_images,
             opset=args.opset,
             exporter=args.exporter,
+            precision=args.precision,
+            max_dice_drop=args.max_dice_drop,
+            force=args.force,
+            calibration_patches=args.calibration_patches,
+            int8_fp32_head=args.int8_fp32_head,
         )
     except ExportError as e:
         print(f"nnunet_lite export: error: {e}", file=sys.stderr)
@@ -34,6 +39,7 @@ def run(args: argparse.Namespace) -> int:
 
 def add_parser(subparsers: argparse._SubParsersAction) -> None:
     from ..deploy.constants import DEFAULT_OPSET, DEFAULT_TOLERANCE
+    from ..deploy.quantize import DEFAULT_CALIBRATION_PATCHES, DEFAULT_MAX_DICE_DROP, PRECISIONS
 
     parser = subparsers.add_parser(
         "export",
@@ -74,5 +80,30 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
         default="auto",
         choices=("auto", "torchscript", "dynamo"),
         help="torch ONNX exporter (auto: TorchScript-based where available; dynamo needs onnxscript)",
+    )
+    parser.add_argument(
+        "--precision",
+        default="fp32",
+        choices=PRECISIONS,
+        help="fp32 (default); int8: static quantization calibrated on the fold's training cases (model_int8.onnx, "
+        "onnxruntime); bf16: OpenVINO bf16 inference (f32 on CPUs without AVX512_BF16/AMX). int8/bf16 run the "
+        "accuracy guard on the fold's validation cases",
+    )
+    parser.add_argument(
+        "--max-dice-drop",
+        type=float,
+        default=DEFAULT_MAX_DICE_DROP,
+        help="accuracy guard: refuse the export when the mean foreground Dice at --precision is more than this "
+        f"below fp32's (default {DEFAULT_MAX_DICE_DROP})",
+    )
+    parser.add_argument("--force", action="store_true", help="write the export even when the accuracy guard fails")
+    parser.add_argument(
+        "--calibration-patches",
+        type=int,
+        default=DEFAULT_CALIBRATION_PATCHES,
+        help=f"int8: patches sampled by nnU-Net's data loader for calibration (default {DEFAULT_CALIBRATION_PATCHES})",
+    )
+    parser.add_argument(
+        "--int8-fp32-head", action="store_true", help="int8: keep the segmentation head (last convolution) in fp32"
     )
     parser.set_defaults(func=run)

@@ -21,7 +21,7 @@ def _model_folder(args: argparse.Namespace) -> Path:
 
 def load_engine(args: argparse.Namespace):
     """The :class:`~nnunet_lite.deploy.engines.Engine` the arguments name."""
-    from ..deploy.engines import OnnxEngine, OpenVinoEngine, PredictError, TorchEngine
+    from ..deploy.engines import PredictError, TorchEngine, load_export_engine
 
     folder = _model_folder(args)
     if not folder.is_dir():
@@ -36,13 +36,19 @@ def load_engine(args: argparse.Namespace):
     if engine in ("onnx", "openvino"):
         if not is_export:
             raise PredictError(f"{folder} is not an export folder (no model.json): run nnunet_lite export first")
-        if args.precision not in ("auto", "fp32") or args.compile:
-            raise PredictError("--precision and --compile apply to --engine torch (the ONNX model runs in fp32)")
-        if engine == "openvino":
-            if args.device != "cpu":
-                raise PredictError("--engine openvino runs on the CPU: use --engine onnx or torch with --device cuda")
-            return OpenVinoEngine.load(folder, threads=args.threads)
-        return OnnxEngine.load(folder, threads=args.threads, device=args.device)
+        if args.precision == "fp16" or args.compile:
+            raise PredictError(
+                "--precision fp16 and --compile apply to --engine torch (an export runs the precision it records: "
+                "fp32, int8 or bf16)"
+            )
+        # auto: the export's recorded precision (and its engine: OpenVINO for bf16) unless --engine names one
+        return load_export_engine(
+            folder,
+            engine=args.engine,
+            precision=args.precision,
+            threads=args.threads,
+            device=args.device,
+        )
     if is_export:
         raise PredictError(f"{folder} is an export folder: --engine torch needs the nnUNet_results model folder")
     folds = args.f
@@ -103,6 +109,11 @@ def run(args: argparse.Namespace) -> int:
             print(f"nnunet_lite predict: {len(files)} segmentations in {args.output}")
             return 0
         engine = load_engine(args)
+        info = engine.info
+        if info.get("precision"):
+            print(f"nnunet_lite predict: engine {info['engine']}, precision {info['precision']} ({engine.description})")
+        if info.get("note"):
+            print(f"nnunet_lite predict: {info['note']}")
         if args.max_batch is not None:
             if args.max_batch < 1:
                 raise PredictError(f"--max-batch must be at least 1, got {args.max_batch}")
@@ -123,6 +134,7 @@ def run(args: argparse.Namespace) -> int:
     except (PredictError, ExportError, SidecarError, FileNotFoundError) as e:
         print(f"nnunet_lite predict: error: {e}", file=sys.stderr)
         return 1
+    _record_engine(engine, report, args.output)
     stages = ", ".join(f"{k} {v:.2f} s" for k, v in report.stage_seconds.items())
     skipped = f", {len(report.skipped)} existing skipped" if report.skipped else ""
     print(
@@ -130,6 +142,25 @@ def run(args: argparse.Namespace) -> int:
         f"{report.seconds:.2f} s, {report.images_per_second:.1f} images/s (stage time, overlapping: {stages})"
     )
     return 0
+
+
+PREDICTION_INFO_FILE = "prediction_engine.json"
+
+
+def _record_engine(engine, report, output: str) -> None:
+    """Saves which engine and precision made the predictions next to them."""
+    import json
+
+    record = {
+        "engine": engine.info.get("engine", "pytorch" if engine.description.startswith("PyTorch") else None),
+        "precision": engine.info.get("precision"),
+        "description": report.engine,
+        "note": engine.info.get("note"),
+        "compiled_precision": engine.info.get("compiled_precision"),
+        "images": len(report.written),
+        "seconds": report.seconds,
+    }
+    Path(output, PREDICTION_INFO_FILE).write_text(json.dumps(record, indent=2) + "\n")
 
 
 def add_parser(subparsers: argparse._SubParsersAction) -> None:
@@ -163,7 +194,8 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
         "--precision",
         default="auto",
         choices=("auto", "fp32", "fp16", "bf16"),
-        help="PyTorch engine on CUDA: autocast dtype (auto: fp16 as nnUNetv2_predict; CPU always fp32)",
+        help="export folder: auto runs the precision the export records (fp32, int8 or bf16); fp32 runs an int8/bf16 "
+        "export's fp32 model. PyTorch engine on CUDA: autocast dtype (auto: fp16 as nnUNetv2_predict; CPU fp32)",
     )
     parser.add_argument("--compile", action="store_true", help="PyTorch engine: torch.compile the network")
     parser.add_argument("--no-optimize", action="store_true", help="PyTorch engine on CPU: no inference rewrites")

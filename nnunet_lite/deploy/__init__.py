@@ -3,6 +3,7 @@
 - :func:`optimize_for_cpu_inference` (``deploy.optimize``): output-preserving inference rewrites;
 - :func:`export_trained_model` (``deploy.export``, ``nnunet_lite export``): a trained nnU-Net model to ONNX + sidecar;
 - :func:`load_export` (``deploy.sidecar``): read an export folder;
+- ``deploy.quantize``: int8 quantization, bf16, the accuracy guard (``nnunet_lite export --precision``);
 - :func:`predict_folder_fast` (``deploy.fast_predict``, ``nnunet_lite predict``): nnU-Net's inference in one pipelined
   process, with an ONNX export (:class:`OnnxEngine`) or any checkpoint in PyTorch (:class:`TorchEngine`);
 - :func:`predict_folder` (``deploy.predict``, ``nnunet_lite predict --nnunet-pipeline``): nnUNetPredictor itself

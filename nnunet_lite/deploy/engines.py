@@ -47,15 +47,20 @@ class OnnxEngine:
     """Loads an ``nnunet_lite export`` folder into an :class:`Engine` running onnxruntime."""
 
     @staticmethod
-    def load(export_folder: str | os.PathLike, threads: int | None = None, device: str = "cpu") -> Engine:
+    def load(
+        export_folder: str | os.PathLike, threads: int | None = None, device: str = "cpu", model_file: str | None = None
+    ) -> Engine:
+        """``model_file``: a model of the folder other than the sidecar's (e.g. the fp32 ``model.onnx`` of an int8
+        export)."""
         from .onnx_runtime import create_session, run_session
         from .sidecar import load_export
 
         export = load_export(export_folder)
         plans_manager = export.plans_manager()
+        model_path = export.folder / model_file if model_file else export.model_path
         provider = "CPUExecutionProvider"
         if device != "cuda":
-            session = create_session(export.model_path, threads, allow_spinning=False)
+            session = create_session(model_path, threads, allow_spinning=False)
         else:
             import onnxruntime as ort
 
@@ -64,7 +69,7 @@ class OnnxEngine:
                     "onnxruntime has no CUDA provider here (pip install onnxruntime-gpu), or use --engine torch"
                 )
             session = ort.InferenceSession(
-                os.fspath(export.model_path), providers=["CUDAExecutionProvider", "CPUExecutionProvider"]
+                os.fspath(model_path), providers=["CUDAExecutionProvider", "CPUExecutionProvider"]
             )
             provider = "CUDAExecutionProvider"
 
@@ -72,10 +77,12 @@ class OnnxEngine:
             return torch.from_numpy(run_session(session, x))
 
         max_batch = None if export.sidecar["model"].get("dynamic_batch") and provider != "CPUExecutionProvider" else 1
-        return _export_engine(export, plans_manager, forward, f"onnxruntime {provider}", max_batch)
+        return _export_engine(export, plans_manager, forward, f"onnxruntime {provider}", max_batch, model_path)
 
 
-def _export_engine(export, plans_manager, forward: Callable, runtime: str, max_batch: int | None) -> Engine:
+def _export_engine(
+    export, plans_manager, forward: Callable, runtime: str, max_batch: int | None, model_path: Path | None = None
+) -> Engine:
     """The :class:`Engine` of an export folder whose network runs in ``forward`` (on the CPU side of the pipeline)."""
     return Engine(
         plans_manager=plans_manager,
@@ -84,16 +91,22 @@ def _export_engine(export, plans_manager, forward: Callable, runtime: str, max_b
         mirror_axes=tuple(export.mirror_axes) if export.mirror_axes is not None else None,
         device=torch.device("cpu"),
         forwards=[forward],
-        description=f"{runtime} ({Path(export.model_path).name})",
+        description=f"{runtime} ({Path(model_path or export.model_path).name})",
         max_batch=max_batch,
     )
 
 
 def openvino_infer_request(
-    onnx_model: str | os.PathLike | bytes, spatial: Sequence[int], threads: int | None = None, batch: int = 1
+    onnx_model: str | os.PathLike | bytes,
+    spatial: Sequence[int],
+    threads: int | None = None,
+    batch: int = 1,
+    inference_precision: str = "f32",
 ):
     """An OpenVINO CPU infer request for an ONNX model (file or bytes) with the static input shape ``(batch, C,
-    *spatial)``: fp32, latency hint, ``threads`` inference threads (None: OpenVINO's choice). ImportError without
+    *spatial)``: latency hint, ``threads`` inference threads (None: OpenVINO's choice), ``inference_precision``
+    (``f32`` or ``bf16``: OpenVINO's INFERENCE_PRECISION_HINT; an int8 QDQ model runs int8 either way). The request's
+    ``compiled_precision`` attribute is what OpenVINO actually chose (f32 on CPUs without bf16). ImportError without
     OpenVINO."""
     try:
         import openvino
@@ -105,10 +118,14 @@ def openvino_infer_request(
     )
     channels = model.inputs[0].get_partial_shape()[1].get_length()
     model.reshape([batch, channels, *spatial])
-    settings = {"PERFORMANCE_HINT": "LATENCY", "INFERENCE_PRECISION_HINT": "f32"}
+    settings = {"PERFORMANCE_HINT": "LATENCY", "INFERENCE_PRECISION_HINT": inference_precision}
     if threads:
         settings["INFERENCE_NUM_THREADS"] = threads
-    return core.compile_model(model, "CPU", settings).create_infer_request()
+    compiled = core.compile_model(model, "CPU", settings)
+    request = compiled.create_infer_request()
+    chosen = compiled.get_property("INFERENCE_PRECISION_HINT")
+    request.compiled_precision = chosen.to_string() if hasattr(chosen, "to_string") else str(chosen)  # f32, bf16
+    return request
 
 
 class OpenVinoEngine:
@@ -117,7 +134,14 @@ class OpenVinoEngine:
     x86 CPUs (the README's latency table has both)."""
 
     @staticmethod
-    def load(export_folder: str | os.PathLike, threads: int | None = None) -> Engine:
+    def load(
+        export_folder: str | os.PathLike,
+        threads: int | None = None,
+        inference_precision: str = "f32",
+        model_file: str | None = None,
+    ) -> Engine:
+        """``inference_precision``: ``f32`` or ``bf16`` (see :func:`openvino_infer_request`); ``model_file``: as in
+        :meth:`OnnxEngine.load`."""
         from .sidecar import load_export
 
         try:
@@ -128,14 +152,70 @@ class OpenVinoEngine:
         plans_manager = export.plans_manager()
         patch_size = plans_manager.get_configuration(export.configuration).patch_size
         # static shape: one window per call, as on onnxruntime
-        request = openvino_infer_request(export.model_path, patch_size, threads)
+        model_path = export.folder / model_file if model_file else export.model_path
+        request = openvino_infer_request(model_path, patch_size, threads, inference_precision=inference_precision)
 
         def forward(x: torch.Tensor) -> torch.Tensor:
             out = request.infer({0: np.ascontiguousarray(x.numpy(), dtype=np.float32)})[0]
             return torch.from_numpy(out.copy())  # the request reuses its output buffer
 
-        runtime = f"OpenVINO {openvino.__version__.split('-')[0]} CPU"
-        return _export_engine(export, plans_manager, forward, runtime, max_batch=1)
+        runtime = f"OpenVINO {openvino.__version__.split('-')[0]} CPU {request.compiled_precision}"
+        engine = _export_engine(export, plans_manager, forward, runtime, max_batch=1, model_path=model_path)
+        engine.info["compiled_precision"] = request.compiled_precision
+        return engine
+
+
+def export_precision(sidecar: dict) -> str:
+    """The precision an export records (``fp32`` for exports written before precisions existed)."""
+    return sidecar.get("precision", {}).get("precision", "fp32")
+
+
+def load_export_engine(
+    export_folder: str | os.PathLike,
+    *,
+    engine: str = "auto",
+    precision: str = "auto",
+    threads: int | None = None,
+    device: str = "cpu",
+) -> Engine:
+    """The :class:`Engine` that runs an export at the precision it records (``precision="auto"``) or at ``fp32``
+    (its fp32 ``model.onnx``, for comparison). ``engine``: ``auto`` (onnxruntime for fp32/int8, OpenVINO for bf16),
+    ``onnx`` or ``openvino``. ``Engine.info`` holds ``engine``, ``precision`` and, where the CPU lacks instructions,
+    ``note`` (one line: what is missing, what runs instead)."""
+    from .quantize import bf16_fallback_message, int8_note
+    from .sidecar import load_export
+
+    export = load_export(export_folder)
+    recorded = export_precision(export.sidecar)
+    if precision == "auto":
+        precision = recorded
+    elif precision not in ("fp32", recorded):
+        raise PredictError(
+            f"--precision {precision}: {export.folder} is a {recorded} export (it holds {recorded} and fp32 models); "
+            f"export it with --precision {precision} or drop --precision"
+        )
+    model_file = export.sidecar.get("precision", {}).get("fp32_file") if precision == "fp32" else None
+    if engine == "auto":
+        engine = "openvino" if precision == "bf16" else "onnx"
+    if precision == "bf16" and engine != "openvino":
+        raise PredictError("a bf16 export runs in OpenVINO (onnxruntime has no bf16 CPU path): use --engine openvino")
+    if engine == "openvino":
+        if device != "cpu":
+            raise PredictError("--engine openvino runs on the CPU: use --engine onnx or torch with --device cuda")
+        try:
+            result = OpenVinoEngine.load(
+                export.folder, threads, "bf16" if precision == "bf16" else "f32", model_file=model_file
+            )
+        except ImportError as e:
+            raise PredictError(str(e)) from None
+        engine_name = "openvino"
+    else:
+        result = OnnxEngine.load(export.folder, threads=threads, device=device, model_file=model_file)
+        engine_name = "onnxruntime"
+    note = bf16_fallback_message() if precision == "bf16" else int8_note() if precision == "int8" else None
+    result.info.update({"engine": engine_name, "precision": precision, "recorded_precision": recorded, "note": note})
+    result.description += f", {precision}"
+    return result
 
 
 class TorchEngine:
@@ -225,6 +305,7 @@ def engine_from_predictor(
         device=torch_device,
         forwards=forwards,
         max_batch=1 if torch_device.type == "cpu" else None,
+        info={"engine": "pytorch", "precision": precision},
         description=f"PyTorch {torch_device.type} {precision}{' compiled' if compile else ''}"
         f"{' optimised' if optimize and torch_device.type == 'cpu' else ''} ({predictor.trainer_name})",
     )

@@ -26,6 +26,19 @@ from .onnx_runtime import (
     resolve_exporter,
 )
 from .optimize import count_rewrites, optimize_for_cpu_inference
+from .quantize import (
+    CALIBRATION_FOREGROUND_SHARE,
+    DEFAULT_CALIBRATION_PATCHES,
+    DEFAULT_MAX_DICE_DROP,
+    INT8_MODEL_FILE,
+    accuracy_guard,
+    calibration_patches,
+    check_precision_options,
+    cpu_instruction_summary,
+    fold_split,
+    head_node_names,
+    quantize_int8,
+)
 from .sidecar import DATASET_JSON_FILE, MODEL_FILE, PLANS_FILE, SIDECAR_FILE, build_sidecar, write_json
 
 
@@ -151,6 +164,11 @@ def export_trained_model(
     verify_images: str | os.PathLike | None = None,
     opset: int = DEFAULT_OPSET,
     exporter: str = "auto",
+    precision: str = "fp32",
+    max_dice_drop: float = DEFAULT_MAX_DICE_DROP,
+    force: bool = False,
+    calibration_patches: int = DEFAULT_CALIBRATION_PATCHES,
+    int8_fp32_head: bool = False,
     log: Callable[[str], None] | None = _log,
 ) -> ExportResult:
     """Exports a model trained with ``nnUNetv2_train`` to ONNX and verifies it with onnxruntime.
@@ -178,6 +196,13 @@ def export_trained_model(
             ``imagesTr``/``imagesTs`` in ``nnUNet_raw``.
         opset: ONNX opset.
         exporter: see :func:`~nnunet_lite.deploy.onnx_runtime.export_onnx`.
+        precision: ``fp32`` (default), ``int8`` (onnxruntime static quantization, :mod:`~nnunet_lite.deploy.quantize`,
+            written as ``model_int8.onnx`` next to the fp32 ``model.onnx``) or ``bf16`` (OpenVINO's inference
+            precision). Other than fp32, the accuracy guard runs on the fold's validation cases.
+        max_dice_drop: largest accepted drop of the mean foreground Dice (fp32 minus ``precision``) in the guard.
+        force: write the export even when the guard fails (recorded in the sidecar).
+        calibration_patches: int8 calibration patches from the fold's preprocessed training cases.
+        int8_fp32_head: keep the segmentation head (the last convolution) in fp32.
         log: progress messages (None: silent).
 
     Returns:
@@ -185,9 +210,12 @@ def export_trained_model(
     """
     require_onnx()
     log = log or (lambda _: None)
+    check_precision_options(precision, max_dice_drop, calibration_patches)
     if fold != "all" and not str(fold).isdigit():
         raise ExportError(f"fold must be a number or 'all', got {fold!r}")
     fold = str(fold)
+    if precision != "fp32":
+        fold_split(dataset_name_of(dataset), fold)  # refuses fold 'all' or a missing split before any work
     out = Path(output_folder).resolve()
     if out.exists() and not overwrite:
         raise ExportError(f"{out} already exists; pass --overwrite to replace it")
@@ -293,5 +321,116 @@ def export_trained_model(
         shutil.copyfile(model_folder / PLANS_FILE, tmp / PLANS_FILE)
         shutil.copyfile(model_folder / DATASET_JSON_FILE, tmp / DATASET_JSON_FILE)
         write_json(tmp / SIDECAR_FILE, sidecar)
-    log(f"wrote {out}: {MODEL_FILE}, {SIDECAR_FILE}, {PLANS_FILE}, {DATASET_JSON_FILE} (max difference {worst:.3g})")
+        if precision != "fp32":
+            sidecar = _lower_precision(
+                tmp,
+                sidecar,
+                precision,
+                plans_manager=plans_manager,
+                configuration_manager=configuration_manager,
+                dataset_json=dataset_json,
+                fold=fold,
+                max_dice_drop=max_dice_drop,
+                force=force,
+                num_patches=calibration_patches,
+                int8_fp32_head=int8_fp32_head,
+                use_mirroring=predictor.allowed_mirroring_axes is not None,
+                log=log,
+            )
+            write_json(tmp / SIDECAR_FILE, sidecar)
+    files = [MODEL_FILE, SIDECAR_FILE, PLANS_FILE, DATASET_JSON_FILE]
+    if precision == "int8":
+        files.insert(1, INT8_MODEL_FILE)
+    log(f"wrote {out} ({precision}): {', '.join(files)} (max fp32 difference {worst:.3g})")
     return ExportResult(out, sidecar)
+
+
+def dataset_name_of(dataset: str) -> str:
+    from nnunetv2.utilities.dataset_name_id_conversion import maybe_convert_to_dataset_name
+
+    try:
+        return maybe_convert_to_dataset_name(dataset)
+    except RuntimeError as e:
+        raise ExportError(f"dataset {dataset!r} not found: {e}") from e
+
+
+def _lower_precision(
+    folder: Path,
+    sidecar: dict,
+    precision: str,
+    *,
+    plans_manager,
+    configuration_manager,
+    dataset_json: dict,
+    fold: str,
+    max_dice_drop: float,
+    force: bool,
+    num_patches: int,
+    int8_fp32_head: bool,
+    use_mirroring: bool,
+    log: Callable[[str], None],
+) -> dict:
+    """Adds the int8 model or the bf16 setting to a verified fp32 export folder, runs the accuracy guard and returns
+    the sidecar with its ``precision`` entry; raises ExportError when the guard fails (unless ``force``)."""
+    from nnunetv2.paths import nnUNet_raw
+
+    from .engines import load_export_engine
+
+    train_cases, validation_cases = fold_split(plans_manager.dataset_name, fold)
+    entry: dict = {"precision": precision, "fp32_file": MODEL_FILE, "cpu": cpu_instruction_summary()}
+    if precision == "int8":
+        fp32_nodes = head_node_names(folder / MODEL_FILE) if int8_fp32_head else []
+        patches = calibration_patches(plans_manager, configuration_manager, dataset_json, train_cases, num_patches)
+        log(
+            f"int8: calibrating on {len(patches)} patches sampled by nnU-Net's data loader from {len(train_cases)} "
+            f"training cases of fold {fold}" + (f"; in fp32: {', '.join(fp32_nodes)}" if fp32_nodes else "")
+        )
+        int8_path = folder / INT8_MODEL_FILE
+        entry["quantization"] = quantize_int8(folder / MODEL_FILE, int8_path, patches, fp32_nodes=fp32_nodes)
+        entry["calibration"] = {
+            "patches": len(patches),
+            "source": f"nnUNetDataLoader (no augmentation, {CALIBRATION_FOREGROUND_SHARE:.0%} foreground-oversampled) "
+            f"over the {len(train_cases)} preprocessed training cases of fold {fold}",
+            "patch_size": [int(p) for p in configuration_manager.patch_size],
+            "seed": 0,
+        }
+        entry["file"] = INT8_MODEL_FILE
+        entry["engine"] = "onnxruntime (default) or OpenVINO"
+        sidecar["model"]["file"] = INT8_MODEL_FILE
+    else:
+        entry["file"] = MODEL_FILE
+        entry["engine"] = "OpenVINO, INFERENCE_PRECISION_HINT=bf16"
+    sidecar["precision"] = entry
+    write_json(folder / SIDECAR_FILE, sidecar)
+    reference = load_export_engine(folder, precision="fp32")
+    candidate = load_export_engine(folder)
+    note = candidate.info.get("note")
+    if note:
+        log(note)
+        entry["cpu_note"] = note
+    if "compiled_precision" in candidate.info:
+        entry["compiled_precision_here"] = candidate.info["compiled_precision"]
+    log(f"accuracy guard: fp32 ({reference.description}) vs {precision} ({candidate.description})")
+    raw = Path(os.fspath(nnUNet_raw)) / plans_manager.dataset_name if nnUNet_raw.is_set() else Path("nnUNet_raw unset")
+    guard = accuracy_guard(
+        reference,
+        candidate,
+        raw,
+        validation_cases,
+        precision=precision,
+        max_dice_drop=max_dice_drop,
+        use_mirroring=use_mirroring,
+        log=log,
+    )
+    entry["accuracy_guard"] = guard
+    if not guard["passed"]:
+        figure = (
+            f"mean foreground Dice drops by {guard['mean_dice_drop']:.4f} at {precision} "
+            f"({guard['mean_dice_fp32']:.4f} -> {guard[f'mean_dice_{precision}']:.4f}) > --max-dice-drop "
+            f"{max_dice_drop:g}"
+        )
+        if not force:
+            raise ExportError(f"accuracy guard failed: {figure}; the export was not written (--force writes it anyway)")
+        log(f"WARNING: accuracy guard failed ({figure}); written anyway because of --force")
+        guard["forced"] = True
+    return sidecar
