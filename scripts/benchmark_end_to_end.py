@@ -11,6 +11,10 @@ per network:
 - ``nnunet_lite predict`` with the ONNX engine and with the PyTorch engine, TTA off and on, in this process
   (interleaved rounds; model loading is timed separately, as ``start-up``);
 - with ``--openvino``, the same export on :class:`~nnunet_lite.deploy.engines.OpenVinoEngine` (``--engine openvino``);
+- int8 (unless ``--fp32-only``): the export quantized as ``nnunet_lite export --precision int8`` quantizes it
+  (calibrated on patches of the training cases; no accuracy guard, the checkpoints are untrained), in onnxruntime and
+  (``--openvino``) OpenVINO, and with ``--openvino`` bf16 (OpenVINO's inference precision); each with its ratio to
+  the network's own fp32 path and to nnU-Net's default network at the same precision;
 - stock ``nnUNetv2_predict`` (its defaults: 3 preprocessing and 3 export processes; ``--disable_tta``) on the
   first ``--stock-images`` images, wall time of the command including its start-up.
 
@@ -45,6 +49,7 @@ TRAINERS = {
     "LGMSNet": "nnUNetTrainerLGMSNet",
 }
 DATASET_ID = 961
+LOW_LABELS = {"onnx_int8": "ONNX int8", "openvino_int8": "OpenVINO int8", "openvino_bf16": "OpenVINO bf16"}
 
 
 def log(message: str) -> None:
@@ -102,6 +107,40 @@ def _models(root: Path, trainers: dict[str, str], export: bool, bin_dir: Path) -
     return models
 
 
+def low_precision_export(export: Path, precision: str) -> Path:
+    """A copy of ``export`` at ``precision`` (int8: quantized as ``nnunet_lite export --precision int8`` does, on
+    patches of the training cases; bf16: the recorded OpenVINO precision). No accuracy guard: untrained weights."""
+    import json
+
+    from nnunet_lite.deploy.quantize import (
+        DEFAULT_CALIBRATION_PATCHES,
+        INT8_MODEL_FILE,
+        calibration_patches,
+        quantize_int8,
+    )
+    from nnunet_lite.deploy.sidecar import load_export
+
+    target = export.parent / f"{export.name}_{precision}"
+    if (target / "model.json").is_file():
+        return target
+    shutil.rmtree(target, ignore_errors=True)
+    shutil.copytree(export, target)
+    loaded = load_export(target)
+    sidecar = loaded.sidecar
+    entry = {"precision": precision, "fp32_file": "model.onnx", "note": "benchmark copy: untrained, no accuracy guard"}
+    if precision == "int8":
+        pm = loaded.plans_manager()
+        cm = pm.get_configuration(loaded.configuration)
+        preprocessed = Path(os.environ["nnUNet_preprocessed"]) / pm.dataset_name / cm.data_identifier
+        cases = sorted({p.name.split(".")[0] for p in preprocessed.iterdir() if not p.name.endswith(".pkl")})
+        patches = calibration_patches(pm, cm, loaded.dataset_json, cases, DEFAULT_CALIBRATION_PATCHES)
+        entry["quantization"] = quantize_int8(target / "model.onnx", target / INT8_MODEL_FILE, patches)
+        sidecar["model"]["file"] = INT8_MODEL_FILE
+    sidecar["precision"] = entry
+    (target / "model.json").write_text(json.dumps(sidecar, indent=2) + "\n")
+    return target
+
+
 def _has_mirroring_checkpoint(folder: Path) -> bool:
     """A checkpoint exists and records mirroring axes (older versions of this script saved none, so the TTA columns
     ran without mirroring)."""
@@ -130,6 +169,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--skip-torch", action="store_true", help="leave out the PyTorch engine")
     parser.add_argument("--openvino", action="store_true", help="add the OpenVINO engine (pip install openvino)")
     parser.add_argument("--skip-stock", action="store_true", help="leave out nnUNetv2_predict")
+    parser.add_argument(
+        "--fp32-only", action="store_true", help="leave out the int8 (and, with --openvino, bf16) engines"
+    )
     parser.add_argument("--spin", action="store_true", help="let idle threads spin (dedicated machines)")
     parser.add_argument("--workdir", default=None, help="keep the environment here (default: a temporary folder)")
     parser.add_argument("--update-readme", nargs="?", const=str(README), default=None, metavar="README")
@@ -142,7 +184,7 @@ def main(argv: list[str] | None = None) -> int:
     import torch
 
     from nnunet_lite.deploy.benchmark import environment_line, measure_latencies
-    from nnunet_lite.deploy.engines import OnnxEngine, OpenVinoEngine, TorchEngine
+    from nnunet_lite.deploy.engines import OnnxEngine, OpenVinoEngine, TorchEngine, load_export_engine
     from nnunet_lite.deploy.fast_predict import predict_folder_fast
     from nnunet_lite.deploy.onnx_runtime import create_session, run_session
     from nnunet_lite.deploy.sidecar import load_export
@@ -160,10 +202,22 @@ def main(argv: list[str] | None = None) -> int:
 
         # forward latency of each exported graph at batch 1, interleaved
         x = torch.randn(1, 3, args.size, args.size).numpy()
+        low = {}  # (name, precision) -> export folder at that precision
+        if not args.fp32_only:
+            for name, m in env["models"].items():
+                for precision in ("int8", "bf16") if args.openvino else ("int8",):
+                    low[(name, precision)] = low_precision_export(m["export"], precision)
         sessions = {
             name: create_session(load_export(m["export"]).model_path, args.threads, allow_spinning=args.spin)
             for name, m in env["models"].items()
         }
+        sessions.update(
+            {
+                f"{name}\0int8": create_session(load_export(f).model_path, args.threads, allow_spinning=args.spin)
+                for (name, precision), f in low.items()
+                if precision == "int8"
+            }
+        )
         forward = measure_latencies(
             {name: (lambda s=s: run_session(s, x)) for name, s in sessions.items()}, args.threads, rounds=10
         )
@@ -178,6 +232,17 @@ def main(argv: list[str] | None = None) -> int:
                 start = time.perf_counter()
                 engines[(name, "openvino")] = OpenVinoEngine.load(m["export"], threads=args.threads)
                 startup[(name, "openvino")] = time.perf_counter() - start
+            for (low_name, precision), folder in low.items():
+                if low_name != name:
+                    continue
+                if precision == "int8":
+                    engines[(name, "onnx_int8")] = load_export_engine(folder, threads=args.threads)
+                    if args.openvino:
+                        engines[(name, "openvino_int8")] = load_export_engine(
+                            folder, engine="openvino", threads=args.threads
+                        )
+                else:
+                    engines[(name, "openvino_bf16")] = load_export_engine(folder, threads=args.threads)
             if not args.skip_torch:
                 start = time.perf_counter()
                 engines[(name, "torch")] = TorchEngine.load(m["folder"], (0,), threads=args.threads)
@@ -218,14 +283,17 @@ def main(argv: list[str] | None = None) -> int:
     def ips(key: tuple) -> float:
         return statistics.median(throughput[key])
 
+    low_engines = [k for k in ("onnx_int8", "openvino_int8", "openvino_bf16") if any(e[1] == k for e in engines)]
     lines = [
         "| network | forward ms (onnxruntime) | forward bound img/s | `nnunet_lite predict` ONNX img/s, TTA off "
         "(of bound) | ONNX, TTA on (of its bound) |"
         + (" OpenVINO img/s, TTA off | OpenVINO, TTA on |" if args.openvino else "")
         + (" PyTorch engine img/s, TTA off |" if not args.skip_torch else "")
-        + (" stock `nnUNetv2_predict` img/s, TTA off | lite vs stock nnU-Net default |" if stock else ""),
+        + (" stock `nnUNetv2_predict` img/s, TTA off | lite vs stock nnU-Net default |" if stock else "")
+        + "".join(f" {LOW_LABELS[k]} img/s, TTA off (vs own fp32; vs nnU-Net default same) |" for k in low_engines),
         "|---|---:|---:|---:|---:|"
         + ("---:|---:|" if args.openvino else "")
+        + "---:|" * len(low_engines)
         + ("---:|" if not args.skip_torch else "")
         + ("---:|---:|" if stock else ""),
     ]
@@ -233,7 +301,10 @@ def main(argv: list[str] | None = None) -> int:
         ms = forward[name].median_s * 1e3
         bound = 1e3 / ms
         off, on = ips((name, "onnx", False)), ips((name, "onnx", True))
-        row = f"| {name} | {ms:.1f} | {bound:.1f} | {off:.1f} ({off / bound:.0%}) | {on:.1f} ({on / (bound / 4):.0%}) |"
+        int8_key = name + "\0int8"
+        int8_ms = f" (int8 {forward[int8_key].median_s * 1e3:.1f})" if int8_key in forward else ""
+        row = f"| {name} | {ms:.1f}{int8_ms} | {bound:.1f} | {off:.1f} ({off / bound:.0%}) |"
+        row += f" {on:.1f} ({on / (bound / 4):.0%}) |"
         if args.openvino:
             ov_off, ov_on = ips((name, "openvino", False)), ips((name, "openvino", True))
             row += f" {ov_off:.1f} | {ov_on:.1f} |"
@@ -242,6 +313,11 @@ def main(argv: list[str] | None = None) -> int:
         if stock:
             ratio = "" if name == "nnU-Net default" else f"{off / stock['nnU-Net default']:.0f}x"
             row += f" {stock[name]:.2f} | {ratio} |"
+        for k in low_engines:
+            value = ips((name, k, False))
+            own = ips((name, "openvino" if k.startswith("openvino") and args.openvino else "onnx", False))
+            same = ips(("nnU-Net default", k, False)) if ("nnU-Net default", k, False) in throughput else float("nan")
+            row += f" {value:.1f} ({value / own:.2f}x; {value / same:.1f}x) |"
         lines.append(row)
     load_after = os.getloadavg()[0]
     loading = ", ".join(f"{k[0]} {v:.1f} s" for k, v in startup.items() if k[1] == "onnx")
@@ -254,6 +330,12 @@ def main(argv: list[str] | None = None) -> int:
             f"stock `nnUNetv2_predict` (defaults -npp 3 -nps 3, --disable_tta) on {args.stock_images} images, "
             f"wall time including its start-up; "
             if stock
+            else ""
+        )
+        + (
+            "int8/bf16 columns: images/s with TTA off (ratio to the same network's fp32 path on the same runtime; "
+            "ratio to nnU-Net's default network at the same precision and runtime); "
+            if low_engines
             else ""
         )
         + f"TTA bound = bound / 4 (4 mirrored copies). Machine: {environment_line(args.threads)}, load average "

@@ -3,6 +3,10 @@
 Every network runs in every variant (PyTorch eager, optimised, optimised + torch.compile, onnxruntime) in this one
 process, timed in interleaved rounds so that load changes on a shared machine affect all of them alike; the table
 shows medians and the speed-up over nnU-Net's default network in eager mode (what ``nnUNetv2_predict`` runs).
+The int8 (onnxruntime; with ``--openvino`` also OpenVINO) and bf16 (OpenVINO) columns of ``nnunet_lite export
+--precision`` are measured for every network, nnU-Net's default included, and also give the speed-up over nnU-Net's
+default network at the same precision; the caption names the CPU's int8/bf16 instructions (``--fp32-only`` drops
+those columns).
 
     python scripts/benchmark_latency.py                     # 2 threads, all variants, prints the markdown table
     python scripts/benchmark_latency.py --update-readme       # rewrites the table in README.md in place
@@ -48,6 +52,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--skip-compile", action="store_true", help="leave out the torch.compile variant")
     parser.add_argument("--skip-onnxruntime", action="store_true", help="leave out the onnxruntime variant")
     parser.add_argument("--openvino", action="store_true", help="add an OpenVINO column (pip install openvino)")
+    parser.add_argument(
+        "--fp32-only",
+        action="store_true",
+        help="leave out the int8 (onnxruntime; OpenVINO with --openvino) and bf16 (OpenVINO, with --openvino) columns",
+    )
     parser.add_argument("--spin", action="store_true", help="let idle threads spin (dedicated machines)")
     parser.add_argument(
         "--update-readme",
@@ -78,6 +87,8 @@ def main(argv: list[str] | None = None) -> int:
         for v in VARIANTS
         if not (v == "compiled" and args.skip_compile) and not (v == "onnxruntime" and args.skip_onnxruntime)
     ] + (["openvino"] if args.openvino else [])
+    if not args.fp32_only:  # the precisions of nnunet_lite export --precision, for every network incl. nnU-Net's
+        variants += ["onnxruntime_int8"] + (["openvino_int8", "openvino_bf16"] if args.openvino else [])
     rows = benchmark_latency(
         default_networks_2d(args.shape[1]),
         tuple(args.shape),
@@ -91,7 +102,8 @@ def main(argv: list[str] | None = None) -> int:
     shape = "x".join(map(str, args.shape))
     caption = (
         f"Forward latency at {shape} in ms: median of {args.rounds} interleaved rounds in one process; (x) = speed-up "
-        f"over nnU-Net's default network in eager mode (ratio of the medians). Machine: "
+        f"over nnU-Net's default network in eager mode (ratio of the medians); int8/bf16 columns also give (same x) = "
+        f"speed-up over nnU-Net's default network at the same precision and runtime (the fair ratio). Machine: "
         f"{environment_line(args.threads)}."
     )
     table = format_latency_table(rows)

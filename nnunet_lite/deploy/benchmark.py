@@ -12,6 +12,12 @@ Variants (:data:`VARIANTS`):
 - ``openvino`` (optional, not in :data:`VARIANTS`; ``pip install openvino``): the same exported graph compiled by
   OpenVINO's CPU plugin for latency, fp32 (measured as an alternative runtime in docs/deployment.md; ``nnunet_lite
   predict`` does not use it).
+- ``onnxruntime_int8``, ``openvino_int8`` and ``openvino_bf16`` (optional): the lower precisions of ``nnunet_lite
+  export --precision`` (:mod:`~nnunet_lite.deploy.quantize`): the exported graph statically quantized with
+  onnxruntime (QDQ, calibrated on :data:`LATENCY_CALIBRATION_PATCHES` random-normal inputs: latency does not depend on
+  the calibration, accuracy does and is checked by the export's accuracy guard) in onnxruntime or OpenVINO, and
+  OpenVINO with ``INFERENCE_PRECISION_HINT=bf16`` (f32 on CPUs without AVX512_BF16/AMX, see
+  :func:`~nnunet_lite.deploy.quantize.bf16_fallback_message`).
 
 ``nnunet_lite profile`` and ``scripts/benchmark_latency.py`` both call :func:`benchmark_latency`;
 :func:`prepare_variant` and :func:`measure_latencies` are the building blocks.
@@ -35,14 +41,19 @@ from ..profiling import Latency
 from .optimize import has_depthwise_convolutions, optimize_for_cpu_inference, to_channels_last
 
 VARIANTS = ("eager", "optimized", "compiled", "onnxruntime")
-OPTIONAL_VARIANTS = ("openvino",)
+OPTIONAL_VARIANTS = ("openvino", "onnxruntime_int8", "openvino_int8", "openvino_bf16")
+LOW_PRECISION_VARIANTS = ("onnxruntime_int8", "openvino_int8", "openvino_bf16")
 VARIANT_LABELS = {
     "eager": "eager",
     "optimized": "optimised",
     "compiled": "optimised + torch.compile",
     "onnxruntime": "onnxruntime",
     "openvino": "OpenVINO",
+    "onnxruntime_int8": "onnxruntime int8",
+    "openvino_int8": "OpenVINO int8",
+    "openvino_bf16": "OpenVINO bf16",
 }
+LATENCY_CALIBRATION_PATCHES = 4
 
 
 def nnunet_default_network_2d(input_channels: int = 3, num_classes: int = 2) -> nn.Module:
@@ -143,6 +154,10 @@ def prepare_variant(
 
         elif variant == "openvino":
             run = _openvino_runner(model, x, threads)
+        elif variant == "openvino_bf16":
+            run = _openvino_runner(model, x, threads, inference_precision="bf16")
+        elif variant in ("onnxruntime_int8", "openvino_int8"):
+            run = _int8_runner(model, x, threads, variant, allow_spinning=allow_spinning)
         else:
             raise ValueError(f"unknown variant {variant!r}; choose from {VARIANTS + OPTIONAL_VARIANTS}")
         for _ in range(2):
@@ -152,17 +167,57 @@ def prepare_variant(
     return run
 
 
-def _openvino_runner(model: nn.Module, x: torch.Tensor, threads: int) -> Callable[[], object]:
-    """The exported graph (static shape of ``x``) compiled by OpenVINO for the CPU: fp32, latency hint, ``threads``."""
+def _openvino_runner(
+    model: nn.Module, x: torch.Tensor, threads: int, inference_precision: str = "f32"
+) -> Callable[[], object]:
+    """The exported graph (static shape of ``x``) compiled by OpenVINO for the CPU: latency hint, ``threads``,
+    ``inference_precision`` (f32 or bf16)."""
     from .engines import openvino_infer_request
     from .onnx_runtime import export_onnx
 
     exported = export_onnx(optimize_for_cpu_inference(model, for_export=True), x, dynamic_batch=False)
-    request = openvino_infer_request(exported, x.shape[2:], threads, batch=x.shape[0])
+    request = openvino_infer_request(
+        exported, x.shape[2:], threads, batch=x.shape[0], inference_precision=inference_precision
+    )
     array = x.numpy()
 
     def run() -> object:
         return request.infer({0: array})[0]
+
+    return run
+
+
+def _int8_runner(
+    model: nn.Module, x: torch.Tensor, threads: int, variant: str, *, allow_spinning: bool
+) -> Callable[[], object]:
+    """The exported graph quantized to int8 as ``nnunet_lite export --precision int8`` does it, in onnxruntime or
+    OpenVINO."""
+    import tempfile
+    from pathlib import Path
+
+    from .engines import openvino_infer_request
+    from .onnx_runtime import create_session, export_onnx, run_session
+    from .quantize import quantize_int8
+
+    generator = torch.Generator().manual_seed(1)
+    patches = torch.randn(LATENCY_CALIBRATION_PATCHES, *x.shape[1:], generator=generator).numpy()
+    with tempfile.TemporaryDirectory() as tmp:
+        fp32, int8 = Path(tmp) / "model.onnx", Path(tmp) / "model_int8.onnx"
+        export_onnx(optimize_for_cpu_inference(model, for_export=True), x, fp32)
+        quantize_int8(fp32, int8, patches)
+        data = int8.read_bytes()
+    array = x.numpy()
+    if variant == "onnxruntime_int8":
+        session = create_session(data, threads, allow_spinning=allow_spinning)
+
+        def run() -> object:
+            return run_session(session, array)
+
+    else:
+        request = openvino_infer_request(data, x.shape[2:], threads, batch=x.shape[0])
+
+        def run() -> object:
+            return request.infer({0: array})[0]
 
     return run
 
@@ -276,7 +331,8 @@ def benchmark_latency(
     Returns:
         One row per network and variant: network, variant, median_ms, iqr_ms, blocks, runs_per_block, params,
         setup_s (compile or export time), speedup (the first network's eager median divided by this median),
-        speedup_paired (median over rounds of the same ratio taken within each round).
+        speedup_paired (median over rounds of the same ratio taken within each round), speedup_same_variant (the
+        first network in the same variant divided by this median: the fair ratio at equal precision).
     """
     networks = networks if networks is not None else default_networks_2d(input_shape[1])
     runners, setup = {}, {}
@@ -314,6 +370,7 @@ def benchmark_latency(
                 "setup_s": setup[(name, variant)],
                 "speedup": baseline.median_s / s.median_s,
                 "speedup_paired": statistics.median(ratios),
+                "speedup_same_variant": stats[f"{baseline_name}\0{variant}"].median_s / s.median_s,
             }
         )
     return rows
@@ -321,7 +378,8 @@ def benchmark_latency(
 
 def format_latency_table(rows: list[dict]) -> str:
     """Markdown table: one row per network, ``median ms (speed-up)`` per variant; the speed-up is relative to the
-    first network's eager latency (nnU-Net's default network in the standard benchmark)."""
+    first network's eager latency (nnU-Net's default network in the standard benchmark). Low-precision variants
+    also show the ratio to the first network at the same precision (``same x``)."""
     variants = list(dict.fromkeys(r["variant"] for r in rows))
     networks = list(dict.fromkeys(r["network"] for r in rows))
     cell = {(r["network"], r["variant"]): r for r in rows}
@@ -332,7 +390,10 @@ def format_latency_table(rows: list[dict]) -> str:
         values = []
         for v in variants:
             r = cell.get((name, v))
-            values.append(f"{r['median_ms']:.1f} ({r['speedup']:.1f}x)" if r else "-")
+            if r and v in LOW_PRECISION_VARIANTS:
+                values.append(f"{r['median_ms']:.1f} ({r['speedup']:.1f}x; {r['speedup_same_variant']:.2f}x same)")
+            else:
+                values.append(f"{r['median_ms']:.1f} ({r['speedup']:.1f}x)" if r else "-")
         best = max(r["speedup"] for r in present)
         params = present[0]["params"]
         lines.append(f"| {name} | {params / 1e6:.3f} M | " + " | ".join(values) + f" | **{best:.1f}x** |")
@@ -362,4 +423,14 @@ def environment_line(threads: int) -> str:
     with contextlib.suppress(OSError, AttributeError):
         load = f", load average {os.getloadavg()[0]:.1f} on {os.cpu_count()} logical CPUs"
     wait = os.environ.get("OMP_WAIT_POLICY", "default")
-    return f"{cpu}, {threads} threads (OMP_WAIT_POLICY={wait}){load}; {', '.join(versions)}"
+    return f"{cpu}, {threads} threads (OMP_WAIT_POLICY={wait}){load}; {', '.join(versions)}; {instruction_line()}"
+
+
+def instruction_line() -> str:
+    """The CPU's low-precision instructions in words, for captions (what an int8/bf16 column can expect)."""
+    from .quantize import cpu_instruction_summary
+
+    summary = cpu_instruction_summary()
+    int8 = ", ".join(summary["int8_dot_product"]) or "none (no VNNI/AMX: int8 on AVX2 kernels)"
+    bf16 = ", ".join(summary["bf16"]) or "none (no AVX512_BF16/AMX: bf16 runs as f32)"
+    return f"int8 dot-product instructions: {int8}; bf16 instructions: {bf16}"
