@@ -450,3 +450,27 @@ def test_missing_snakemake_names_the_extra(tmp_path, monkeypatch, capsys):
         "nnunet_lite study: Snakemake is not installed: pip install 'nnunet-lite[study]'  "
         "(Snakemake 9 needs Python >= 3.11)"
     ]
+
+
+ENSEMBLE_STUDY = GOOD.replace(
+    "folds = [0, 1]", "folds = [0, 1]\nzeroshot = [{ source = 993, target = 995, ensemble = true }]"
+).replace("[budget]", "[[datasets]]\nid = 995\nsynthetic = { num_train = 2 }\ntest = false\n\n[budget]")
+
+
+def test_zeroshot_fold_ensemble_is_one_job_per_model_with_nnunets_ensemble(tmp_path):
+    pytest.importorskip("snakemake")
+    jobs = _planned_jobs(write(tmp_path, ENSEMBLE_STUDY), gpus=0)
+    zeroshot = [job for job in jobs if job["rule"].startswith("zeroshot")]
+    # one fold-ensemble prediction per model (2 trainers), none per fold
+    assert [job["rule"] for job in zeroshot] == ["zeroshot_ensemble"] * 2
+    assert all("--ensemble" in job["shell"] and "-f 0 1 " in job["shell"] for job in zeroshot)
+    per_fold = _planned_jobs(write(tmp_path, ENSEMBLE_STUDY.replace("ensemble = true", "ensemble = false")), gpus=0)
+    assert [job["rule"] for job in per_fold if job["rule"].startswith("zeroshot")] == ["zeroshot"] * 2
+
+
+def test_zeroshot_ensemble_needs_two_folds(tmp_path, capsys):
+    study_file = write(tmp_path, ENSEMBLE_STUDY.replace("folds = [0, 1]", "folds = [0]"))
+    assert main(["study", "status", str(study_file)]) != 0
+    err = capsys.readouterr().err.strip()
+    assert "zeroshot[0].ensemble: a fold ensemble needs at least 2 folds (folds = [0])" in err
+    assert len(err.splitlines()) == 1

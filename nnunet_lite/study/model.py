@@ -176,6 +176,9 @@ class NnunetPaths(_Strict):
 class ZeroShot(_Strict):
     source: Annotated[int, Field(ge=1, le=999)]
     target: Annotated[int, Field(ge=1, le=999)]
+    # false: every fold's model predicts the target (compare averages each case over the folds before its tests);
+    # true: nnU-Net's fold ensemble predicts it once (nnunet_lite zeroshot --ensemble), one prediction per case
+    ensemble: bool = False
 
 
 class Report(_Strict):
@@ -268,6 +271,11 @@ class StudyModel(_Strict):
                     raise ValueError(f"zeroshot[{i}].{side}: dataset {getattr(pair, side)} is not in datasets")
             if not next(d for d in self.datasets if d.id == pair.source).train:
                 raise ValueError(f"zeroshot[{i}].source: dataset {pair.source} has train = false")
+            if pair.ensemble and len(self.folds) < 2:
+                raise ValueError(
+                    f"zeroshot[{i}].ensemble: a fold ensemble needs at least 2 folds (folds = {self.folds}); "
+                    "set ensemble = false or list more folds"
+                )
             if pair.source == pair.target:
                 raise ValueError(
                     f"zeroshot[{i}]: source and target are both dataset {pair.source}; a zero-shot pair evaluates "
