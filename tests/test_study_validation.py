@@ -281,10 +281,10 @@ def test_trainer_in_an_extension_folder_is_found_and_suggested(tmp_path, capsys,
 @pytest.mark.parametrize(
     "argv, message",
     [
-        (["run", "S", "--cores", "0"], "argument --cores: expected an integer >= 1, got '0'"),
-        (["run", "S", "--cores", "-2"], "argument --cores: expected an integer >= 1, got '-2'"),
-        (["run", "S", "--gpus", "-1"], "argument --gpus: expected an integer >= 0, got '-1' (0 runs on the CPU)"),
-        (["run", "S", "--jobs", "0"], "argument --jobs: expected an integer >= 1, got '0'"),
+        (["run", "S", "-n", "--cores", "0"], "argument --cores: expected an integer >= 1, got '0'"),
+        (["run", "S", "-n", "--cores", "-2"], "argument --cores: expected an integer >= 1, got '-2'"),
+        (["run", "S", "-n", "--gpus", "-1"], "argument --gpus: expected an integer >= 0, got '-1' (0 runs on the CPU)"),
+        (["run", "S", "-n", "--jobs", "0"], "argument --jobs: expected an integer >= 1, got '0'"),
         (["report", "S", "--bootstrap", "0"], "argument --bootstrap: expected an integer >= 100, got '0'"),
         (["report", "S", "--bootstrap", "-5"], "argument --bootstrap: expected an integer >= 100, got '-5'"),
     ],
@@ -302,7 +302,7 @@ def test_option_values_are_refused_by_argparse(tmp_path, capsys, argv, message):
 
 def test_slurm_executor_needs_sbatch(tmp_path, capsys, monkeypatch):
     monkeypatch.setenv("PATH", str(tmp_path))
-    line = refused(tmp_path, capsys, ["run", str(write(tmp_path)), "--executor", "slurm"])
+    line = refused(tmp_path, capsys, ["run", str(write(tmp_path)), "--dry-run", "--executor", "slurm"])
     assert line == (
         "nnunet_lite study: --executor slurm: sbatch is not on PATH; run on a SLURM login node (or load its module), "
         "or drop --executor slurm to run here"
