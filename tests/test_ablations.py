@@ -288,6 +288,16 @@ def test_architecture_options_rebuild_the_variant_exactly():
         x = torch.randn(1, 3, *PLAN_2D[0])
         with torch.no_grad():
             torch.testing.assert_close(rebuilt.eval()(x), net.eval()(x))
+    custom = LGMSNet(3, 2, norm_op=nn.InstanceNorm2d, gms_ratio=(1, 1))  # ops are recorded as nnU-Net's dotted names
+    options = json.loads(json.dumps(custom.architecture_options))
+    assert options["norm_op"] == "torch.nn.modules.instancenorm.InstanceNorm2d"
+    assert LGMSNet(3, 2, **options).architecture_options == custom.architecture_options
+    with pytest.raises(ValueError, match=r"GMS ratio \(3, 1, 1\) must be two non-negative integers"):
+        LGMSNet(3, 2, gms_ratio=(3, 1, 1))
+    with pytest.raises(ValueError, match=r"LMS needs 4 odd kernel sizes .*got \(3, 4, 5, 7\)"):
+        LGMSNet(3, 2, lms_kernels=(3, 4, 5, 7))
+    with pytest.raises(ValueError, match=r"backbone 'resnet50' is not one of \['mobilenet_v2', 'resnet18'\]"):
+        MedLiteNet(3, 2, backbone="resnet50")
 
 
 # --- the real nnU-Net commands: one variant per network trains; one is exported and rebuilt from its sidecar ---------

@@ -17,6 +17,7 @@ Transformer:convolution split) from this same code; their defaults are the publi
 from __future__ import annotations
 
 import math
+import pydoc
 from collections.abc import Sequence
 
 import torch
@@ -158,7 +159,7 @@ class GMS(nn.Module):
         ratio: Sequence[int] = (3, 1),
     ) -> None:
         super().__init__()
-        a, b = (int(r) for r in ratio)
+        a, b = (int(r) for r in ratio) if len(ratio) == 2 else (-1, -1)
         if a < 0 or b < 0 or a + b == 0 or channels * a % (a + b):
             raise ValueError(
                 f"GMS ratio {tuple(ratio)} must be two non-negative integers, not both 0, that split {channels} "
@@ -244,7 +245,8 @@ class LGMSNet(LiteNetwork):
         token_patches: GMS token-grouping patch per axis at resolution levels H/4, H/8 and H/16 (default 2).
         dims: channels per resolution level, shallow to deep.
         norm_op: norm of the plain convolutions; default as in the official code (BatchNorm in 2D, InstanceNorm in
-            3D). LMS blocks always use GroupNorm(4) and the GMS convolution branch BatchNorm, as in the code.
+            3D). LMS blocks always use GroupNorm(4) and the GMS convolution branch BatchNorm, as in the code. A
+            dotted name (``"torch.nn.InstanceNorm2d"``, as nnU-Net's plans write ops) is resolved.
         lms_kernels: depthwise kernel sizes of the four channel groups of every LMS block (paper: 3, 5, 7, 9).
         gms_ratio: Transformer:convolution channel split of every GMS block (paper: 3:1); a 0 drops that branch.
         deep_supervision: must be False; LGMSNet has no auxiliary heads.
@@ -265,7 +267,7 @@ class LGMSNet(LiteNetwork):
         strides: Sequence[int | Sequence[int]] | None = None,
         token_patches: Sequence[int | Sequence[int]] | None = None,
         dims: Sequence[int] = (16, 32, 64, 128, 128),
-        norm_op: type[nn.Module] | None = None,
+        norm_op: type[nn.Module] | str | None = None,
         lms_kernels: Sequence[int] = (3, 5, 7, 9),
         gms_ratio: Sequence[int] = (3, 1),
         deep_supervision: bool = False,
@@ -281,6 +283,10 @@ class LGMSNet(LiteNetwork):
                 f"LGMSNet needs {NUM_POOLS} strides and {len(GMS_LEVELS)} token patches, got "
                 f"{self.strides} and {self.token_patches}"
             )
+        if isinstance(norm_op, str):
+            name, norm_op = norm_op, pydoc.locate(norm_op)
+            if not (isinstance(norm_op, type) and issubclass(norm_op, nn.Module)):
+                raise ValueError(f"norm_op {name!r} is not an importable torch.nn.Module class")
         self.architecture_options = {
             "dims": list(dims),
             "norm_op": None if norm_op is None else f"{norm_op.__module__}.{norm_op.__qualname__}",
