@@ -64,17 +64,47 @@ def _load(path: str):
     return Study.load(Path(path))
 
 
-def run_init(args: argparse.Namespace) -> int:
-    from importlib.resources import files
-
-    target = Path(args.study)
-    if target.exists() and not args.overwrite:
-        return _fail(FileExistsError(f"{target} exists; pass --overwrite to replace it"))
-    text = files("nnunet_lite.study").joinpath("example.toml" if args.example else "template.toml").read_text()
+def _write(target: Path, text: str) -> None:
     target.parent.mkdir(parents=True, exist_ok=True)
     tmp = target.with_name(target.name + ".tmp")
     tmp.write_text(text)
     tmp.replace(target)
+
+
+def run_init(args: argparse.Namespace) -> int:
+    from importlib.resources import files
+
+    target = Path(args.study)
+    if args.data_root is not None and not args.protocol:
+        return _fail(ValueError("--data-root fills the sources of --protocol NAME; give --protocol too"))
+    if args.protocol and args.example:
+        return _fail(ValueError("give --example or --protocol NAME, not both"))
+    if args.data_root is not None and not args.data_root.is_dir():
+        return _fail(
+            NotADirectoryError(f"--data-root {args.data_root}: no such folder; give the folder holding the downloads")
+        )
+    if args.protocol:
+        from ..study.protocols import render
+
+        written = render(args.protocol, target, args.data_root)
+        targets = [(written.main, written.main_text), (written.ablations, written.ablations_text)]
+    else:
+        name = "example.toml" if args.example else "template.toml"
+        targets = [(target, files("nnunet_lite.study").joinpath(name).read_text())]
+    for path, _ in targets:
+        if path.exists() and not args.overwrite:
+            return _fail(FileExistsError(f"{path} exists; pass --overwrite to replace it"))
+    for path, text in targets:
+        _write(path, text)
+    if args.protocol:
+        print(
+            f"wrote {written.main} (datasets, zero-shot pairs, main comparison) and {written.ablations} "
+            f"(ablations; a study applies every trainer to every dataset, so they are their own study)"
+        )
+        if args.data_root is None:
+            print("the source lines say which download goes where (or run again with --data-root DIR)")
+        print(f"then: nnunet_lite study run {written.main} --dry-run (and the same for {written.ablations})")
+        return 0
     what = "example study (synthetic data, minutes on a CPU)" if args.example else "study template"
     print(f"wrote {target}: {what}; edit it, then: nnunet_lite study run {target}")
     return 0
@@ -139,6 +169,8 @@ def run_report(args: argparse.Namespace) -> int:
 
 
 def add_parser(subparsers: argparse._SubParsersAction) -> None:
+    from ..study.protocols import PROTOCOLS  # names only (no torch)
+
     parser = subparsers.add_parser(
         "study",
         help="run a whole comparison study (datasets x trainers x folds) locally or on SLURM, via Snakemake",
@@ -151,6 +183,21 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     p = sub.add_parser("init", help="write a commented study file")
     p.add_argument("study", nargs="?", default="study.toml", help="file to write (default study.toml)")
     p.add_argument("--example", action="store_true", help="a small study on synthetic data that runs on a CPU")
+    p.add_argument(
+        "--protocol",
+        choices=PROTOCOLS,
+        default=None,
+        help="a paper's experiments under nnU-Net's protocol: FILE (datasets, zero-shot pairs, main comparison) and "
+        "FILE_ablations.toml next to it (the paper's ablation trainers)",
+    )
+    p.add_argument(
+        "--data-root",
+        type=Path,
+        default=None,
+        metavar="DIR",
+        help="with --protocol: the folder holding the unpacked official downloads (ISIC2018/, Dataset_BUSI_with_GT/, "
+        "...); default: placeholders saying what to put where",
+    )
     p.add_argument("--overwrite", action="store_true", help="replace an existing file")
     p.set_defaults(func=run_init)
 
