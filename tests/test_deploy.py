@@ -236,6 +236,11 @@ def trained(nnunet_env):  # the tests using it are marked slow: they drive the r
     pytest.importorskip("onnxruntime")
     from nnunet_lite.synthetic import make_lesion_dataset_2d
 
+    export = nnunet_env / "exports" / "medlitenet"
+    if (export / "model.json").is_file():  # trained by another module of this session (tests/test_precision.py)
+        raw = Path(os.environ["nnUNet_raw"]) / f"Dataset{DATASET_ID}_SyntheticLesions"
+        yield {"raw": raw, "export": export, "root": nnunet_env}
+        return
     with pytest.MonkeyPatch.context() as mp:
         # the commands below run 2 intra-op threads; idle threads that spin stall badly on a shared, busy CPU
         mp.setenv("OMP_WAIT_POLICY", "PASSIVE")
@@ -244,7 +249,6 @@ def trained(nnunet_env):  # the tests using it are marked slow: they drive the r
         big.save(raw / "imagesTs" / "lesion_ts_big_0000.png")
         run_cli("nnUNetv2_plan_and_preprocess", "-d", DATASET_ID, "-c", "2d", "-np", "1", "-npfp", "1")
         run_cli("nnUNetv2_train", DATASET_ID, "2d", "0", "-tr", TRAINER, "-device", "cpu")
-        export = nnunet_env / "exports" / "medlitenet"
         run_cli("nnunet_lite", "export", "-d", DATASET_ID, "-c", "2d", "-tr", TRAINER, "-f", "0", "-o", str(export))
         yield {"raw": raw, "export": export, "root": nnunet_env}
 
