@@ -191,8 +191,8 @@ def load_export_engine(
         precision = recorded
     elif precision not in ("fp32", recorded):
         raise PredictError(
-            f"--precision {precision}: {export.folder} is a {recorded} export (it holds {recorded} and fp32 models); "
-            f"export it with --precision {precision} or drop --precision"
+            f"--precision {precision}: {export.folder} records precision {recorded} (it holds {recorded} and fp32 "
+            f"models); export it with --precision {precision} or drop --precision"
         )
     model_file = export.sidecar.get("precision", {}).get("fp32_file") if precision == "fp32" else None
     if engine == "auto":

@@ -57,6 +57,8 @@ def _make_predictor_class():
             self.list_of_parameters = [None]  # one model; nothing to load per fold
             self.dynamic_batch = bool(export.sidecar["model"].get("dynamic_batch"))
             self.network = OnnxNetwork(create_session(export.model_path, threads))
+            if export.sidecar.get("precision", {}).get("precision") == "bf16":  # onnxruntime has no bf16 CPU path
+                print("nnunet_lite predict: --nnunet-pipeline runs onnxruntime: this bf16 export runs in fp32 here")
 
         @torch.inference_mode()
         def predict_logits_from_preprocessed_data(self, data: torch.Tensor) -> torch.Tensor:
