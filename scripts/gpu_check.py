@@ -1,5 +1,6 @@
 """GPU check in one command: the ``gpu`` tests, forward latency fp32/fp16 at 256x256 and 128x128x128, and end-to-end
-throughput of ``nnunet_lite predict`` on CUDA, for nnU-Net's default network and the three lite networks.
+throughput of ``nnunet_lite predict`` on CUDA, and nnU-Net's training step (``profile --training``), for nnU-Net's
+default network and the three lite networks.
 
     python scripts/gpu_check.py                 # everything, one table (a few minutes on one modern GPU)
     python scripts/gpu_check.py --skip-tests --compile --images 400
@@ -9,7 +10,9 @@ profile --shape`` rule). Latency: CUDA events, median of ``--iterations`` calls 
 autocast (what ``nnUNetv2_predict`` uses on CUDA), optionally ``torch.compile``. End to end: a folder of 256x256 RGB
 PNGs planned by nnU-Net, untrained checkpoints saved by the trainers (speed does not depend on the weights),
 ``nnunet_lite predict`` with the PyTorch engine on CUDA (fp16 autocast), TTA off and on, and onnxruntime's CUDA
-provider when it is installed. Exit status: that of the tests (1 if there is no CUDA device).
+provider when it is installed. Training: each trainer's iteration on that dataset (4 training cases) with nnU-Net's GPU
+defaults, AMP and torch.compile (warm-up iterations absorb the compilation). Exit status: that of the tests (1 if
+there is no CUDA device).
 """
 
 from __future__ import annotations
@@ -73,6 +76,27 @@ def forward_latency(network, shape, precision: str, iterations: int, compile: bo
     return statistics.median(times)
 
 
+def training_step_table(dataset: str) -> str:
+    """``profile --training`` of every trainer on CUDA with nnU-Net's defaults there: AMP and torch.compile."""
+    from benchmark_end_to_end import TRAINERS
+
+    from nnunet_lite.comparison.training_profile import format_training_profiles, profile_training
+
+    previous = os.environ.get("nnUNet_compile")
+    os.environ["nnUNet_compile"] = "t"
+    try:
+        profiles = []
+        for trainer in TRAINERS.values():
+            profiles.append(profile_training(trainer, dataset, device="cuda", iterations=10, warmup=3, top=5))
+            log(f"{trainer}: training step {1e3 * profiles[-1]['step_s']:.1f} ms")
+    finally:
+        if previous is None:
+            del os.environ["nnUNet_compile"]
+        else:
+            os.environ["nnUNet_compile"] = previous
+    return format_training_profiles(profiles)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--skip-tests", action="store_true", help="do not run pytest -m gpu")
@@ -80,6 +104,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--iterations", type=int, default=30, help="timed forward calls per figure (30)")
     parser.add_argument("--images", type=int, default=200, help="images in the end-to-end folder (200)")
     parser.add_argument("--compile", action="store_true", help="also time torch.compile (fp16) and use it end to end")
+    parser.add_argument("--skip-training", action="store_true", help="do not time nnU-Net's training step")
     parser.add_argument("--output", default=None, help="also write the table to this file")
     args = parser.parse_args(argv)
 
@@ -91,7 +116,7 @@ def main(argv: list[str] | None = None) -> int:
     status, summary = (0, "skipped") if args.skip_tests else run_gpu_tests(args.test_timeout)
     log(f"pytest -m gpu: {summary}")
 
-    from benchmark_end_to_end import TRAINERS, build_environment
+    from benchmark_end_to_end import DATASET_ID, TRAINERS, build_environment
 
     from nnunet_lite.comparison.nnunet_io import build_network, default_plans_for_shape, find_trainer_class
     from nnunet_lite.deploy.engines import OnnxEngine, TorchEngine
@@ -142,6 +167,7 @@ def main(argv: list[str] | None = None) -> int:
                 )  # fmt: skip
                 rows[name][("ort", False)] = report.images_per_second
             log(f"{name}: end to end {rows[name][('e2e', False)]:.1f} images/s (TTA off)")
+        training_table = "" if args.skip_training else training_step_table(f"Dataset{DATASET_ID}_SyntheticLesions")
 
     def cell(value) -> str:
         return value if isinstance(value, str) else f"{value:.2f}"
@@ -163,6 +189,9 @@ def main(argv: list[str] | None = None) -> int:
         f"per batch. pytest -m gpu: {summary}. CPU cores: {os.cpu_count()}."
     )
     table = caption + "\n\n" + "\n".join(lines)
+    if training_table:
+        table += "\n\nTraining step with nnU-Net's GPU defaults (AMP, torch.compile), profile --training:\n\n"
+        table += training_table
     print(table)
     if args.output:
         Path(args.output).write_text(table + "\n")
