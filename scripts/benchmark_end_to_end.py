@@ -112,6 +112,8 @@ def low_precision_export(export: Path, precision: str) -> Path:
     patches of the training cases; bf16: the recorded OpenVINO precision). No accuracy guard: untrained weights."""
     import json
 
+    from nnunetv2.training.dataloading.nnunet_dataset import infer_dataset_class
+
     from nnunet_lite.deploy.quantize import (
         DEFAULT_CALIBRATION_PATCHES,
         INT8_MODEL_FILE,
@@ -121,8 +123,8 @@ def low_precision_export(export: Path, precision: str) -> Path:
     from nnunet_lite.deploy.sidecar import load_export
 
     target = export.parent / f"{export.name}_{precision}"
-    if (target / "model.json").is_file():
-        return target
+    if (target / "model.json").is_file() and "precision" in json.loads((target / "model.json").read_text()):
+        return target  # made by an earlier run (--workdir); a copy without its precision entry is made again
     shutil.rmtree(target, ignore_errors=True)
     shutil.copytree(export, target)
     loaded = load_export(target)
@@ -132,7 +134,7 @@ def low_precision_export(export: Path, precision: str) -> Path:
         pm = loaded.plans_manager()
         cm = pm.get_configuration(loaded.configuration)
         preprocessed = Path(os.environ["nnUNet_preprocessed"]) / pm.dataset_name / cm.data_identifier
-        cases = sorted({p.name.split(".")[0] for p in preprocessed.iterdir() if not p.name.endswith(".pkl")})
+        cases = infer_dataset_class(str(preprocessed)).get_identifiers(str(preprocessed))
         patches = calibration_patches(pm, cm, loaded.dataset_json, cases, DEFAULT_CALIBRATION_PATCHES)
         entry["quantization"] = quantize_int8(target / "model.onnx", target / INT8_MODEL_FILE, patches)
         sidecar["model"]["file"] = INT8_MODEL_FILE
