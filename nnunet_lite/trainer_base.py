@@ -35,12 +35,16 @@ class nnUNetTrainerLite(nnUNetTrainer):
         hyperparameters: nnU-Net trainer fields (``num_epochs``, ``initial_lr``, ...) set after nnU-Net's
             ``__init__``; merged along the class hierarchy, so an epoch variant of a ``_paper`` trainer keeps the rest.
         loss_weights: ``(ce_or_bce_weight, dice_weight)`` for nnU-Net's compound loss; None keeps nnU-Net's 1:1.
+        memory_format_2d: the layout of 2D networks (channels-last unless measured slower for the network).
     """
 
     architecture: ClassVar[type[LiteNetwork]]
     arch_kwargs: ClassVar[dict[str, Any]] = {}
     hyperparameters: ClassVar[dict[str, Any]] = {}
     loss_weights: ClassVar[tuple[float, float] | None] = None
+    # NHWC made nnU-Net's train_step of LGMSNet and MedLiteNet 1.26x and 1.28x faster on the CPU (interleaved in one
+    # process, docs/training-speed.md); a network where it does not pay sets torch.contiguous_format
+    memory_format_2d: ClassVar[torch.memory_format] = torch.channels_last
 
     def __init__(
         self,
@@ -92,10 +96,9 @@ class nnUNetTrainerLite(nnUNetTrainer):
                 f"{e} Edit patch_size in the plans file or pick another configuration."
             ) from e
         if conv_op is nn.Conv2d:
-            # Same numbers, faster kernels: oneDNN/cuDNN run the depthwise and pointwise convolutions of these networks
-            # 1.2-1.4x faster per training step in NHWC (docs/training-speed.md). Activations follow the weights'
-            # layout, and load_state_dict copies into the existing parameters, so checkpoints load either way.
-            network = network.to(memory_format=torch.channels_last)
+            # Same numbers, other kernels: activations follow the weights' layout, and load_state_dict copies into the
+            # existing parameters, so checkpoints load either way.
+            network = network.to(memory_format=cls.memory_format_2d)
         return network
 
     def _do_i_compile(self) -> bool:

@@ -36,6 +36,8 @@ class nnUNetTrainerAULUNet(nnUNetTrainerLite):
     """AULUNet with nnU-Net's full recipe (SGD 0.99 Nesterov, poly, Dice+CE, 1000 epochs); only the network differs."""
 
     architecture = AULUNet
+    # NHWC measured no faster for this network's training step (median 689 against 628 ms, docs/training-speed.md)
+    memory_format_2d = torch.contiguous_format
 
 
 class nnUNetTrainerAULUNet_paper(nnUNetTrainerAULUNet):
