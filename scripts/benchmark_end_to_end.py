@@ -114,12 +114,8 @@ def low_precision_export(export: Path, precision: str) -> Path:
 
     from nnunetv2.training.dataloading.nnunet_dataset import infer_dataset_class
 
-    from nnunet_lite.deploy.quantize import (
-        DEFAULT_CALIBRATION_PATCHES,
-        INT8_MODEL_FILE,
-        calibration_patches,
-        quantize_int8,
-    )
+    from nnunet_lite.deploy.constants import DEFAULT_CALIBRATION_PATCHES
+    from nnunet_lite.deploy.quantize import INT8_MODEL_FILE, calibration_patches, quantize_int8
     from nnunet_lite.deploy.sidecar import load_export
 
     target = export.parent / f"{export.name}_{precision}"

@@ -38,8 +38,13 @@ def run(args: argparse.Namespace) -> int:
 
 
 def add_parser(subparsers: argparse._SubParsersAction) -> None:
-    from ..deploy.constants import DEFAULT_OPSET, DEFAULT_TOLERANCE
-    from ..deploy.quantize import DEFAULT_CALIBRATION_PATCHES, DEFAULT_MAX_DICE_DROP, PRECISIONS
+    from ..deploy.constants import (
+        DEFAULT_CALIBRATION_PATCHES,
+        DEFAULT_MAX_DICE_DROP,
+        DEFAULT_OPSET,
+        DEFAULT_TOLERANCE,
+        PRECISIONS,
+    )
 
     parser = subparsers.add_parser(
         "export",

@@ -3,3 +3,8 @@
 # largest accepted |onnxruntime - PyTorch| logit difference, relative to max(1, max |logit|)
 DEFAULT_TOLERANCE = 1e-3
 DEFAULT_OPSET = 17
+
+# lower-precision exports (deploy/quantize.py); here so that building the CLI parser imports no torch
+PRECISIONS = ("fp32", "bf16", "int8")
+DEFAULT_MAX_DICE_DROP = 0.005
+DEFAULT_CALIBRATION_PATCHES = 64

@@ -14,7 +14,7 @@ import torch
 from ..atomic import atomic_folder
 from ..checkpoints import CheckpointError, load_checkpoint
 from ..nnunet_env import make_trainers_discoverable
-from .constants import DEFAULT_OPSET, DEFAULT_TOLERANCE
+from .constants import DEFAULT_CALIBRATION_PATCHES, DEFAULT_MAX_DICE_DROP, DEFAULT_OPSET, DEFAULT_TOLERANCE
 from .onnx_runtime import (
     INPUT_NAME,
     OUTPUT_NAME,
@@ -28,8 +28,6 @@ from .onnx_runtime import (
 from .optimize import count_rewrites, optimize_for_cpu_inference
 from .quantize import (
     CALIBRATION_FOREGROUND_SHARE,
-    DEFAULT_CALIBRATION_PATCHES,
-    DEFAULT_MAX_DICE_DROP,
     INT8_MODEL_FILE,
     accuracy_guard,
     calibration_patches,

@@ -24,11 +24,9 @@ from pathlib import Path
 
 import numpy as np
 
+from .constants import DEFAULT_MAX_DICE_DROP, PRECISIONS
 from .onnx_runtime import INPUT_NAME, ExportError
 
-PRECISIONS = ("fp32", "bf16", "int8")
-DEFAULT_MAX_DICE_DROP = 0.005
-DEFAULT_CALIBRATION_PATCHES = 64
 INT8_MODEL_FILE = "model_int8.onnx"
 # nnU-Net's training default (nnUNetTrainer.oversample_foreground_percent): a third of the patches hold foreground
 CALIBRATION_FOREGROUND_SHARE = 0.33
