@@ -80,7 +80,7 @@ def write_volume(array: np.ndarray, path: Path, spacing=(1.5, 1.0, 1.0)) -> None
 @pytest.fixture
 def ct_dataset(nnunet_env) -> Path:
     """A raw NIfTI dataset: a float32 synthetic CT and, when the shared sample is there, the real int16 CT."""
-    raw = Path(os.environ["nnUNet_raw"]) / "Dataset931_CTVolumes"
+    raw = Path(os.environ["nnUNet_raw"]) / "Dataset936_CTVolumes"
     shutil.rmtree(raw / "robustness", ignore_errors=True)  # the nnU-Net folders are shared by the session
     for sub in ("imagesTs", "labelsTs"):
         (raw / sub).mkdir(parents=True, exist_ok=True)
@@ -104,7 +104,7 @@ def read(path: Path) -> np.ndarray:
 def test_make_on_ct_volumes_keeps_float_intensities(ct_dataset, capsys):
     """Every corrupted CT keeps its dtype, geometry and far more than 256 levels at every severity; severities grow;
     the same seed writes the same bytes; labels are byte-identical copies; JPEG is left out with a note."""
-    args = ["robustness", "make", "-d", 931, "--suite", "generic", "--seed", 3]
+    args = ["robustness", "make", "-d", 936, "--suite", "generic", "--seed", 3]
     assert cli(*args) == 0
     out = capsys.readouterr().out
     folder = ct_dataset / "robustness" / "generic"
@@ -142,7 +142,7 @@ def test_make_on_ct_volumes_keeps_float_intensities(ct_dataset, capsys):
 
 
 def test_make_refuses_named_jpeg_on_volumes(ct_dataset, capsys):
-    args = ["robustness", "make", "-d", 931, "--suite", "generic", "--corruptions", "jpeg_compression", "pixelate"]
+    args = ["robustness", "make", "-d", 936, "--suite", "generic", "--corruptions", "jpeg_compression", "pixelate"]
     before = sorted((ct_dataset / "robustness").rglob("*")) if (ct_dataset / "robustness").exists() else []
     assert cli(*args, "--overwrite") == 1
     err = capsys.readouterr().err.strip()
@@ -159,11 +159,11 @@ def test_run_refuses_unknown_trainers_in_one_line(ct_dataset, capsys):
 
     from .test_fast_predict import stub_plans
 
-    make = ["robustness", "make", "-d", 931, "--suite", "generic", "--corruptions", "gaussian_noise"]
+    make = ["robustness", "make", "-d", 936, "--suite", "generic", "--corruptions", "gaussian_noise"]
     assert cli(*make, "--severities", 1) == 0
     model = Path(os.environ["nnUNet_results"]) / ct_dataset.name / "nnUNetTrainer__nnUNetPlans__3d_fullres"
     (model / "fold_0").mkdir(parents=True)
-    run = ["robustness", "run", "-d", 931, "-c", "3d_fullres", "-f", 0, "--device", "cpu"]
+    run = ["robustness", "run", "-d", 936, "-c", "3d_fullres", "-f", 0, "--device", "cpu"]
     capsys.readouterr()
 
     def one_line_error(trainer: str) -> str:

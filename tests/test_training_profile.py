@@ -10,7 +10,7 @@ from nnunet_lite.cli import main
 
 from .conftest import run_cli
 
-DATASET = 931
+DATASET = 938  # unique among the test modules: they share one nnUNet_raw per session
 pytestmark = pytest.mark.slow
 
 
@@ -21,7 +21,7 @@ def planned(nnunet_env):
     make_lesion_dataset_2d(Path(os.environ["nnUNet_raw"]), DATASET, num_train=6, num_test=1, seed=5)
     run_cli("nnUNetv2_plan_and_preprocess", "-d", str(DATASET), "-c", "2d", "-np", "1", "-npfp", "1")
     plans = json.loads(
-        (Path(os.environ["nnUNet_preprocessed"]) / "Dataset931_SyntheticLesions" / "nnUNetPlans.json").read_text()
+        (Path(os.environ["nnUNet_preprocessed"]) / "Dataset938_SyntheticLesions" / "nnUNetPlans.json").read_text()
     )
     return plans["configurations"]["2d"]
 
@@ -61,7 +61,7 @@ def test_training_profile_times_nnunets_own_step(planned, tmp_path, capsys):
     assert "train_step ms" in printed and "Top operators of one train_step of nnUNetTrainerAULUNet" in printed
     profiles = json.loads(out.read_text())["training_profiles"]
     assert [p["trainer"] for p in profiles] == ["nnUNetTrainerAULUNet", "nnUNetTrainer"]
-    plans, dataset_json, _ = load_plans("Dataset931_SyntheticLesions")
+    plans, dataset_json, _ = load_plans("Dataset938_SyntheticLesions")
     for p in profiles:
         # the plans' batch and patch, the network nnU-Net builds for them
         assert p["batch_size"] == planned["batch_size"] and p["patch_size"] == planned["patch_size"]
@@ -81,7 +81,7 @@ def test_training_profile_times_nnunets_own_step(planned, tmp_path, capsys):
     # the dense U-Net needs far more compute per patch than AULUNet
     assert profiles[1]["forward_macs_per_patch"] > 20 * profiles[0]["forward_macs_per_patch"]
     # a profile trains in a temporary folder: nothing lands in nnUNet_results
-    assert not any(Path(os.environ["nnUNet_results"]).glob("Dataset931*"))
+    assert not any(Path(os.environ["nnUNet_results"]).glob("Dataset938*"))
 
 
 def test_training_profile_bad_input_is_one_line(planned, capsys):
@@ -92,7 +92,7 @@ def test_training_profile_bad_input_is_one_line(planned, capsys):
     errors = [line for line in err.splitlines() if not line.startswith("profiling the training of")]
     assert errors == [
         "nnunet_lite profile: configuration '3d_fullres' is not in nnUNetPlans of "
-        "Dataset931_SyntheticLesions (has: ['2d'])"
+        "Dataset938_SyntheticLesions (has: ['2d'])"
     ]
     assert main(["profile", "--training", "-tr", "nnUNetTrainerNope", "-d", str(DATASET)]) == 1
     assert "trainer 'nnUNetTrainerNope' not found" in capsys.readouterr().err
