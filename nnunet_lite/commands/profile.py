@@ -44,15 +44,23 @@ def run_training(args: argparse.Namespace) -> int:
         print(f"nnunet_lite profile: {e}", file=sys.stderr)
         return 1
     report = {"environment": environment(), "training_profiles": profiles}
-    if args.json == "-":
-        print(json.dumps(report, indent=2))
+    if _write_json(report, args.json):
         return 0
-    if args.json:
-        Path(args.json).write_text(json.dumps(report, indent=2) + "\n")
     env = report["environment"]
     print(f"nnunetv2 {env['nnunetv2']}, torch {env['torch']}, {env.get('gpu', env['cpu'])}")
     print(format_training_profiles(profiles))
     return 0
+
+
+def _write_json(report: dict, target: str | None) -> bool:
+    """Writes ``report`` to ``target`` (a file, or ``-`` for stdout); True when it went to stdout (nothing else is
+    printed then)."""
+    if target == "-":
+        print(json.dumps(report, indent=2))
+        return True
+    if target:
+        Path(target).write_text(json.dumps(report, indent=2) + "\n")
+    return False
 
 
 def _cuda() -> bool:
@@ -96,11 +104,8 @@ def run(args: argparse.Namespace) -> int:
         print(f"nnunet_lite profile: {e}; install the export extra: pip install 'nnunet-lite[export]'", file=sys.stderr)
         return 1
     report = {"environment": environment(), "profiles": profiles}
-    if args.json == "-":
-        print(json.dumps(report, indent=2))
+    if _write_json(report, args.json):
         return 0
-    if args.json:
-        Path(args.json).write_text(json.dumps(report, indent=2) + "\n")
     env = report["environment"]
     print(f"nnunetv2 {env['nnunetv2']}, torch {env['torch']}, {env.get('gpu', env['cpu'])}; {env['flop_counter']}")
     print(f"networks built from: {', '.join(sorted({p['plans'] for p in profiles}))}")
