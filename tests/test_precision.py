@@ -163,3 +163,98 @@ def test_bf16_export_on_a_cpu_without_bf16_says_what_runs_instead(trained, tmp_p
     assert "engine openvino, precision bf16" in printed and message in printed
     record = json.loads((tmp_path / "pred" / "prediction_engine.json").read_text())
     assert (record["precision"], record["compiled_precision"], record["note"]) == ("bf16", "f32", message)
+
+
+# --- profile --precisions: a trained model next to nnU-Net's default network -----------------------------------------
+
+PROFILE_ID = 922  # unique among the test modules' dataset IDs (session-wide nnUNet folders)
+PROFILE_TRAINER = "nnUNetTrainerAULUNet"
+
+
+def _tiny_trained_model(root: Path) -> tuple[str, Path, dict]:
+    """A 32x32 RGB dataset's plans (nnU-Net's default topology) in nnUNet_preprocessed and a 'trained' AULUNet fold 0
+    in nnUNet_results: its weights saved as nnUNetv2_train saves them (no training needed to time the network)."""
+    import torch
+
+    from nnunet_lite.comparison.nnunet_io import build_network, default_plans_for_shape, find_trainer_class
+
+    name = f"Dataset{PROFILE_ID}_TinyProfile"
+    plans, dataset_json, _ = default_plans_for_shape((1, 3, 32, 32), 2)
+    plans.update(dataset_name=name, plans_name="nnUNetPlans")
+    preprocessed = root / "nnUNet_preprocessed" / name
+    preprocessed.mkdir(parents=True, exist_ok=True)
+    (preprocessed / "nnUNetPlans.json").write_text(json.dumps(plans))
+    (preprocessed / "dataset.json").write_text(json.dumps(dataset_json))
+    torch.manual_seed(3)
+    network, _ = build_network(find_trainer_class(PROFILE_TRAINER), plans, "2d", dataset_json)
+    fold = root / "nnUNet_results" / name / f"{PROFILE_TRAINER}__nnUNetPlans__2d" / "fold_0"
+    fold.mkdir(parents=True, exist_ok=True)
+    checkpoint = fold / "checkpoint_final.pth"
+    torch.save({"network_weights": network.state_dict(), "trainer_name": PROFILE_TRAINER}, checkpoint)
+    return name, checkpoint, plans
+
+
+def test_profile_precisions_of_a_trained_model(nnunet_env, tmp_path, capsys):
+    pytest.importorskip("onnxruntime")
+    from nnunet_lite.cli import main
+    from nnunet_lite.deploy.quantize import cpu_instruction_summary
+
+    name, checkpoint, _ = _tiny_trained_model(nnunet_env)
+    report_file = tmp_path / "precisions.json"
+    args = ["profile", "-d", str(PROFILE_ID), "-c", "2d", "-tr", PROFILE_TRAINER, "-f", "0", "--threads", "1",
+            "--precisions", "fp32", "bf16", "int8", "--rounds", "2", "--min-run-time", "0.1"]  # fmt: skip
+    assert main([*args, "--json", str(report_file)]) == 0
+    console = capsys.readouterr().out
+    report = json.loads(report_file.read_text())["precision_profile"]
+    assert report["dataset"] == name and report["input_shape"] == [1, 3, 32, 32] and report["threads"] == 1
+    default, lite = report["networks"]
+    assert (default["trainer"], lite["trainer"]) == ("nnUNetTrainer", PROFILE_TRAINER)
+    assert (default["network"], lite["network"]) == ("PlainConvUNet", "AULUNet")
+    assert lite["weights"] == str(checkpoint) and default["weights"] == "random (no trained checkpoint)"
+    assert default["params"] > 10 * lite["params"] > 0
+
+    bf16 = report["precisions"]["bf16"]
+    timed = ["fp32", "int8"] + ([] if "skipped" in bf16 else ["bf16"])
+    assert report["precisions"]["fp32"] == {"runtime": "onnxruntime"}
+    assert report["precisions"]["int8"] == {"runtime": "onnxruntime (QDQ)"}
+    if "skipped" in bf16:  # this CPU (or environment) cannot run bf16: one line saying why, shown on the console
+        assert bf16["skipped"].startswith("bf16: ") and "\n" not in bf16["skipped"] and bf16["skipped"] in console
+        assert "bf16" not in lite
+    base_eager = default["eager_fp32"]["median_ms"]
+    for network in (default, lite):
+        for precision in ["eager_fp32", *timed]:
+            figures = network[precision]
+            assert figures["median_ms"] > 0 and figures["iqr_ms"] >= 0
+            # both ratios follow from the medians of the same run
+            assert figures["vs_default_eager_fp32"] == pytest.approx(base_eager / figures["median_ms"])
+            same = default[precision]["median_ms"] / figures["median_ms"]
+            assert figures["vs_default_same_precision"] == pytest.approx(same)
+    for precision in ["eager_fp32", *timed]:
+        assert default[precision]["vs_default_same_precision"] == pytest.approx(1.0)
+    assert default["eager_fp32"]["vs_default_eager_fp32"] == pytest.approx(1.0)
+
+    summary = cpu_instruction_summary()
+    assert report["cpu"]["int8_dot_product"] == summary["int8_dot_product"] and report["cpu"]["bf16"] == summary["bf16"]
+    assert f"CPU: {report['cpu']['summary']}" in console and "int8 dot-product instructions:" in console
+    int8 = lite["int8"]
+    ratios = f"{int8['vs_default_eager_fp32']:.2f}x; {int8['vs_default_same_precision']:.2f}x same"
+    row = f"{int8['median_ms']:.2f} ({ratios})"
+    assert f"| {PROFILE_TRAINER} |" in console and row in console
+    assert f"{PROFILE_TRAINER} weights: {checkpoint}" in console
+
+
+def test_profile_precisions_bad_input_is_one_line(nnunet_env, capsys):
+    import torch
+
+    from nnunet_lite.cli import main
+
+    _, checkpoint, _ = _tiny_trained_model(nnunet_env)
+    args = ["profile", "-d", str(PROFILE_ID), "-c", "2d", "-tr", PROFILE_TRAINER, "--precisions", "int8"]
+    torch.save({"network_weights": {"conv.weight": torch.zeros(1)}}, checkpoint)  # another network's weights
+    assert main(args) == 1
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and f"{checkpoint} does not fit the network the plans build" in err
+    assert main([*args, "--rounds", "0"]) == 1
+    assert capsys.readouterr().err == "nnunet_lite profile: --rounds must be at least 1, got 0\n"
+    assert main(["profile", "-tr", PROFILE_TRAINER, "--precisions", "int8"]) == 1
+    assert "--precisions: needs -d DATASET" in capsys.readouterr().err

@@ -52,6 +52,47 @@ def run_training(args: argparse.Namespace) -> int:
     return 0
 
 
+def run_precisions(args: argparse.Namespace) -> int:
+    """``profile --precisions``: forward latency of trained models at fp32/bf16/int8 next to nnU-Net's default."""
+    import torch
+
+    from ..comparison.nnunet_io import ComparisonError
+    from ..comparison.profile import environment, format_precision_profile, profile_precisions
+
+    if args.d is None:
+        print("nnunet_lite profile --precisions: needs -d DATASET (the trained model's dataset)", file=sys.stderr)
+        return 1
+    if args.rounds < 1:
+        print(f"nnunet_lite profile: --rounds must be at least 1, got {args.rounds}", file=sys.stderr)
+        return 1
+    try:
+        report = profile_precisions(
+            args.trainers,
+            args.d,
+            configuration=args.c or "2d",
+            plans_name=args.p,
+            fold=args.f,
+            checkpoint_name=args.chk,
+            precisions=args.precisions,
+            shape=args.shape,
+            threads=args.threads or torch.get_num_threads(),
+            rounds=args.rounds,
+            block_seconds=args.min_run_time / args.rounds,
+            log=lambda m: print(f"[profile] {m}", file=sys.stderr, flush=True),
+        )
+    except ComparisonError as e:
+        print(f"nnunet_lite profile: {e}", file=sys.stderr)
+        return 1
+    except ImportError as e:  # onnxruntime for fp32/int8
+        print(f"nnunet_lite profile: {e}; install the export extra: pip install 'nnunet-lite[export]'", file=sys.stderr)
+        return 1
+    report = {"environment": environment(), "precision_profile": report}
+    if _write_json(report, args.json):
+        return 0
+    print(format_precision_profile(report["precision_profile"]))
+    return 0
+
+
 def _write_json(report: dict, target: str | None) -> bool:
     """Writes ``report`` to ``target`` (a file, or ``-`` for stdout); True when it went to stdout (nothing else is
     printed then)."""
@@ -72,6 +113,8 @@ def _cuda() -> bool:
 def run(args: argparse.Namespace) -> int:
     if args.training:
         return run_training(args)
+    if args.precisions:
+        return run_precisions(args)
     from ..comparison.nnunet_io import ComparisonError
     from ..comparison.profile import environment, format_profiles, profile_trainer
 
@@ -172,6 +215,20 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     training.add_argument("--top", type=int, default=10, help="operators listed per trainer (default 10; 0: none)")
     training.add_argument(
         "--num-workers", type=int, default=None, help="augmentation workers (nnUNet_n_proc_DA; default: nnU-Net's)"
+    )
+    precision = parser.add_argument_group(
+        "precisions (--precisions)",
+        "forward latency of the trained models (-d/-c/-tr/-f, weights of fold F when trained) and of nnU-Net's "
+        "default network for the same plans at the precisions of nnunet_lite export (fp32 and int8 in onnxruntime, "
+        "bf16 in OpenVINO where the CPU has AVX512_BF16/AMX, else the one-line reason), with the ratio to nnU-Net's "
+        "default in eager fp32 and at the same precision, and the CPU's int8/bf16 instruction sets",
+    )
+    precision.add_argument(
+        "--precisions", nargs="+", default=None, choices=("fp32", "bf16", "int8"), help="e.g. fp32 bf16 int8"
+    )
+    precision.add_argument("--rounds", type=int, default=5, help="interleaved timing rounds (default 5)")
+    precision.add_argument(
+        "-chk", default="checkpoint_final.pth", help="checkpoint file name (default checkpoint_final.pth)"
     )
     parser.add_argument("--json", default=None, metavar="FILE", help="also write JSON to FILE ('-': JSON to stdout)")
     parser.set_defaults(func=run)

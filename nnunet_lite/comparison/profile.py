@@ -320,3 +320,177 @@ def format_profiles(profiles: list[dict]) -> str:
             )
         rows.append(row)
     return markdown_table(header, rows)
+
+
+# --- the precisions of nnunet_lite export, for a trained model and nnU-Net's default network -----------------------
+
+BASELINE_TRAINER = "nnUNetTrainer"
+# the runtime each precision of ``nnunet_lite export --precision`` runs in (``nnunet_lite.deploy.benchmark`` variants)
+PRECISION_VARIANTS = {"fp32": "onnxruntime", "bf16": "openvino_bf16", "int8": "onnxruntime_int8"}
+PRECISION_RUNTIMES = {"fp32": "onnxruntime", "bf16": "OpenVINO", "int8": "onnxruntime (QDQ)"}
+
+
+def _trained_weights(network: torch.nn.Module, folder: Path, fold: str, checkpoint_name: str) -> str:
+    """Loads ``folder/fold_<fold>/<checkpoint_name>`` into ``network`` when it exists; what was used, in words."""
+    checkpoint = folder / f"fold_{fold}" / checkpoint_name
+    if not checkpoint.is_file():
+        return "random (no trained checkpoint)"
+    try:
+        weights = load_checkpoint(checkpoint)["network_weights"]
+    except CheckpointError as e:
+        raise ComparisonError(str(e)) from None
+    # nnU-Net saves the plain module's weights; strip a torch.compile prefix should one slip through
+    weights = {k.removeprefix("_orig_mod."): v for k, v in weights.items()}
+    try:
+        network.load_state_dict(weights)
+    except RuntimeError as e:
+        first = str(e).strip().splitlines()[0]
+        raise ComparisonError(f"{checkpoint} does not fit the network the plans build ({first})") from None
+    return str(checkpoint)
+
+
+def bf16_unavailable() -> str | None:
+    """Why bf16 cannot be timed here (one line), or None."""
+    try:
+        import openvino  # noqa: F401
+    except ImportError:
+        return "bf16: OpenVINO is not installed (pip install openvino); not timed"
+    from ..deploy.quantize import bf16_fallback_message
+
+    message = bf16_fallback_message()
+    return f"{message}; not timed" if message else None
+
+
+def profile_precisions(
+    trainers: Sequence[str],
+    dataset: str | int,
+    configuration: str = "2d",
+    plans_name: str = DEFAULT_PLANS,
+    fold: str = "0",
+    *,
+    checkpoint_name: str = "checkpoint_final.pth",
+    precisions: Sequence[str] = ("fp32", "bf16", "int8"),
+    shape: Sequence[int] | None = None,
+    threads: int = 2,
+    rounds: int = 5,
+    block_seconds: float = 0.4,
+    log=None,
+) -> dict:
+    """Forward latency of trained models at the precisions of ``nnunet_lite export --precision``, next to nnU-Net's
+    default network (``nnUNetTrainer``) for the same plans, all timed in one process with interleaved rounds.
+
+    Each network is loaded with ``nnUNet_results/<dataset>/<trainer>__<plans>__<configuration>/fold_<fold>`` weights
+    where they exist (random weights otherwise, which time the same). fp32 and int8 run in onnxruntime (int8: the QDQ
+    quantization of the export, calibrated on random patches: latency does not depend on the calibration), bf16 in
+    OpenVINO; bf16 is left out with its one-line reason where the CPU lacks AVX512_BF16/AMX-BF16 (it would run f32).
+
+    Returns a JSON-serialisable dict: ``cpu`` (instruction sets), ``input_shape``, ``threads``, ``precisions``
+    (per precision: its runtime, or ``skipped`` with the reason) and ``networks`` (per network: weights, params and
+    per precision ``median_ms``, ``iqr_ms``, ``vs_default_eager_fp32`` = nnU-Net default eager fp32 / this,
+    ``vs_default_same_precision`` = nnU-Net default at this precision and runtime / this); ``eager_fp32`` is PyTorch
+    eager, what ``nnUNetv2_predict`` runs.
+    """
+    from ..deploy.benchmark import benchmark_latency, instruction_line
+    from ..deploy.quantize import cpu_instruction_summary, int8_note
+
+    unknown = [p for p in precisions if p not in PRECISION_VARIANTS]
+    if unknown:
+        raise ComparisonError(f"unknown precision {unknown[0]!r}: choose from {', '.join(PRECISION_VARIANTS)}")
+    name = dataset_name(dataset)
+    plans, dataset_json, _ = load_plans(name, plans_name)
+    results = require_env("nnUNet_results") / name
+    networks, weights, input_shape = {}, {}, None
+    for trainer in [BASELINE_TRAINER, *[t for t in trainers if t != BASELINE_TRAINER]]:
+        if trainer == BASELINE_TRAINER:  # imported directly: the lookup by name scans nnU-Net's trainer tree
+            from nnunetv2.training.nnUNetTrainer.nnUNetTrainer import nnUNetTrainer as trainer_class
+        else:
+            trainer_class = find_trainer_class(trainer)
+        network, input_shape = build_network(trainer_class, plans, configuration, dataset_json)
+        folder = results / f"{trainer}__{plans_name}__{configuration}"
+        weights[trainer] = _trained_weights(network, folder, fold, checkpoint_name)
+        networks[trainer] = network.eval()
+    if shape is not None:
+        if int(shape[1]) != input_shape[1]:
+            raise ComparisonError(f"--shape has {shape[1]} channels, the network takes {input_shape[1]}")
+        input_shape = tuple(int(s) for s in shape)
+    skipped = {}
+    if "bf16" in precisions:
+        reason = bf16_unavailable()
+        if reason:
+            skipped["bf16"] = reason
+    timed = [p for p in precisions if p not in skipped]
+    variants = ["eager", *[PRECISION_VARIANTS[p] for p in timed]]
+    rows = benchmark_latency(
+        networks, input_shape, threads=threads, variants=variants, rounds=rounds, block_seconds=block_seconds, log=log
+    )
+    by_key = {(r["network"], r["variant"]): r for r in rows}
+    out_networks = []
+    for trainer, network in networks.items():
+        entry = {
+            "trainer": trainer,
+            "network": type(network).__name__,
+            "params": count_parameters(network),
+            "weights": weights[trainer],
+        }
+        for precision, variant in [("eager_fp32", "eager"), *[(p, PRECISION_VARIANTS[p]) for p in timed]]:
+            r = by_key[(trainer, variant)]
+            entry[precision] = {
+                "median_ms": r["median_ms"],
+                "iqr_ms": r["iqr_ms"],
+                "vs_default_eager_fp32": r["speedup"],
+                "vs_default_same_precision": r["speedup_same_variant"],
+            }
+        out_networks.append(entry)
+    summary = cpu_instruction_summary()
+    return {
+        "dataset": name,
+        "configuration": configuration,
+        "plans": plans_name,
+        "fold": fold,
+        "input_shape": list(input_shape),
+        "threads": threads,
+        "rounds": rounds,
+        "baseline": f"{BASELINE_TRAINER} (nnU-Net's default network for these plans), PyTorch eager fp32",
+        "cpu": {
+            "avx2": summary["avx2"],
+            "int8_dot_product": summary["int8_dot_product"],
+            "bf16": summary["bf16"],
+            "summary": instruction_line(),
+            "int8_note": int8_note(),
+        },
+        "precisions": {
+            p: {"skipped": skipped[p]} if p in skipped else {"runtime": PRECISION_RUNTIMES[p]} for p in precisions
+        },
+        "networks": out_networks,
+    }
+
+
+def format_precision_profile(report: dict) -> str:
+    """The ``profile_precisions`` report as a caption and a markdown table: ``ms (x vs default eager fp32; x vs
+    default at the same precision)`` per precision."""
+    timed = [p for p, v in report["precisions"].items() if "skipped" not in v]
+    header = ["trainer", "params", "eager fp32 ms (x)"]
+    header += [f"{p} {report['precisions'][p]['runtime']} ms (x; same x)" for p in timed]
+    rows = []
+    for n in report["networks"]:
+        eager = n["eager_fp32"]
+        row = [n["trainer"], f"{n['params']:,}", f"{eager['median_ms']:.2f} ({eager['vs_default_eager_fp32']:.2f}x)"]
+        for p in timed:
+            v = n[p]
+            row.append(
+                f"{v['median_ms']:.2f} ({v['vs_default_eager_fp32']:.2f}x; {v['vs_default_same_precision']:.2f}x same)"
+            )
+        rows.append(row)
+    shape = "x".join(str(s) for s in report["input_shape"])
+    lines = [
+        f"Forward latency by precision, {report['dataset']} {report['plans']} {report['configuration']} fold "
+        f"{report['fold']}, input {shape}, {report['threads']} thread(s), median of {report['rounds']} interleaved "
+        f"rounds; (x) = nnU-Net's default network in eager fp32 / this, (same x) = nnU-Net's default network at the "
+        f"same precision and runtime / this.",
+        f"CPU: {report['cpu']['summary']}",
+    ]
+    if report["cpu"].get("int8_note") and "int8" in timed:
+        lines.append(report["cpu"]["int8_note"])
+    lines += [v["skipped"] for v in report["precisions"].values() if "skipped" in v]
+    lines += [f"{n['trainer']} weights: {n['weights']}" for n in report["networks"]]
+    return "\n".join(lines) + "\n\n" + markdown_table(header, rows)
