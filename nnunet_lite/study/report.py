@@ -125,6 +125,7 @@ def _build(study: Study, tmp: Path, n_resamples: int | None) -> tuple[str, dict[
                 row = comparison.table[comparison.table["model"] == label]
                 if len(row):
                     cells[m][(ds, cfg)] = _cell(row.iloc[0])
+            section += _ablation_sections(study, ds, comparison, tmp / sub, sub, n_resamples or spec.report.bootstrap)
         except ComparisonError as e:
             section += [f"No comparison yet: {e}.", ""]
             if no_baseline:
@@ -169,3 +170,62 @@ def _build(study: Study, tmp: Path, n_resamples: int | None) -> tuple[str, dict[
         ]
     lines += sections
     return "\n".join(lines).rstrip() + "\n", folders
+
+
+ABLATION_LEGEND = (
+    "Cross-validation cases of the folds above; Dice and IoU: mean ± std over the cases (foreground labels averaged "
+    "per case), n: cases (and the cases paired with the full network: same fold and case). ΔDice: mean per-case "
+    "difference to the full network with its 95 % bootstrap CI; p: two-sided Wilcoxon signed-rank test on the same "
+    "pairs, Holm-corrected over this table's variants. Params and GFLOPs (2 x MACs): the network built from this "
+    "dataset's plans, batch 1 at the patch size. The last column is the paper's own number under its own pipeline "
+    "(split, preprocessing, metric), for orientation only, not comparable cell by cell."
+)
+
+
+def _ablation_sections(study: Study, ds: str, comparison, folder: Path, sub: str, n_resamples: int) -> list[str]:
+    """Per ablation group of the study (a full network and its variants, from the trainer registry): the ablation
+    table as markdown lines, with ``ablation_<full>.md``/``.csv`` written into ``folder``."""
+    from ..comparison.ablation import (
+        REPORTED,
+        REPORTED_NOTES,
+        ablation_groups,
+        ablation_markdown,
+        ablation_table,
+        describe_variant,
+        write_ablation,
+    )
+
+    if "default" not in study.spec.plans:
+        return []
+    convert = next((d.convert for d in study.spec.datasets if study.dataset_name(d) == ds), None)
+    lines = []
+    for group in ablation_groups(study.spec.trainers):
+        if not group.full_listed:
+            lines += [
+                f"{', '.join(group.variants)}: ablation(s) of {group.full}, which the study does not train: no "
+                "ablation table (list the full network in `trainers` to get one).",
+                "",
+            ]
+            continue
+        label = study.trainer_name  # the model label of a default-plans trainer is its (budget) class name
+        costs = {
+            row["model"]: {"params": row["params"], "flops": row["flops"]}
+            for row in comparison.table.to_dict("records")
+        }
+        table = ablation_table(
+            comparison.cases,
+            label(group.full),
+            [label(v) for v in group.variants],
+            costs,
+            changes={label(v): describe_variant(v) for v in group.variants},
+            reported=REPORTED.get((group.architecture, convert)),
+            n_resamples=n_resamples,
+        )
+        md, csv = write_ablation(table, folder, group.full)
+        lines += [f"### Ablation table: {group.full} and its variants", "", ABLATION_LEGEND, ""]
+        lines += [ablation_markdown(table), ""]
+        extra = REPORTED_NOTES.get((group.architecture, convert))
+        for note in [*table.notes, *([f"Paper's number, its own pipeline: {extra}."] if extra else [])]:
+            lines += [note, ""]
+        lines += [f"Files: [{md.name}]({sub}/{md.name}), [{csv.name}]({sub}/{csv.name}).", ""]
+    return lines
