@@ -44,6 +44,24 @@ def test_bad_precision_options_are_one_line(capsys):
     assert "--calibration-patches must be at least 1, got 0" in capsys.readouterr().err
 
 
+def test_nncf_quantizer_without_nncf_is_one_line(capsys, monkeypatch):
+    import importlib.util
+
+    from nnunet_lite.cli import main
+
+    real = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "nncf" else real(name, *a))
+    assert main([*COMMON, "-o", "x", "--precision", "int8", "--quantizer", "nncf"]) == 1
+    err = capsys.readouterr().err
+    assert err == (
+        "nnunet_lite export: error: --quantizer nncf needs NNCF: pip install 'nnunet-lite[nncf]' "
+        "(or --quantizer onnxruntime)\n"
+    )
+    with pytest.raises(SystemExit):
+        main([*COMMON, "-o", "x", "--precision", "int8", "--quantizer", "tensorrt"])
+    assert "invalid choice: 'tensorrt' (choose from 'onnxruntime', 'nncf')" in capsys.readouterr().err
+
+
 @pytest.mark.slow
 def test_int8_export_passes_guard_and_predicts_close_to_fp32(trained, tmp_path, capsys):  # noqa: F811
     from nnunet_lite.cli import main

@@ -30,6 +30,7 @@ def run(args: argparse.Namespace) -> int:
             force=args.force,
             calibration_patches=args.calibration_patches,
             int8_fp32_head=args.int8_fp32_head,
+            quantizer=args.quantizer,
         )
     except ExportError as e:
         print(f"nnunet_lite export: error: {e}", file=sys.stderr)
@@ -44,6 +45,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
         DEFAULT_OPSET,
         DEFAULT_TOLERANCE,
         PRECISIONS,
+        QUANTIZERS,
     )
 
     parser = subparsers.add_parser(
@@ -110,5 +112,12 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     )
     parser.add_argument(
         "--int8-fp32-head", action="store_true", help="int8: keep the segmentation head (last convolution) in fp32"
+    )
+    parser.add_argument(
+        "--quantizer",
+        default=QUANTIZERS[0],
+        choices=QUANTIZERS,
+        help="int8: onnxruntime's quantize_static (default) or NNCF's quantize (needs the nncf extra); "
+        "docs/deployment.md compares them",
     )
     parser.set_defaults(func=run)

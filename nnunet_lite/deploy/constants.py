@@ -8,3 +8,5 @@ DEFAULT_OPSET = 17
 PRECISIONS = ("fp32", "bf16", "int8")
 DEFAULT_MAX_DICE_DROP = 0.005
 DEFAULT_CALIBRATION_PATCHES = 64
+# int8 quantizers of export --precision int8 (deploy/quantize.py); the first is the default
+QUANTIZERS = ("onnxruntime", "nncf")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib.util
 import os
 import shutil
 from collections.abc import Callable
@@ -14,7 +15,13 @@ import torch
 from ..atomic import atomic_folder
 from ..checkpoints import CheckpointError, load_checkpoint
 from ..nnunet_env import make_trainers_discoverable
-from .constants import DEFAULT_CALIBRATION_PATCHES, DEFAULT_MAX_DICE_DROP, DEFAULT_OPSET, DEFAULT_TOLERANCE
+from .constants import (
+    DEFAULT_CALIBRATION_PATCHES,
+    DEFAULT_MAX_DICE_DROP,
+    DEFAULT_OPSET,
+    DEFAULT_TOLERANCE,
+    QUANTIZERS,
+)
 from .onnx_runtime import (
     INPUT_NAME,
     OUTPUT_NAME,
@@ -36,6 +43,7 @@ from .quantize import (
     fold_split,
     head_node_names,
     quantize_int8,
+    quantize_int8_nncf,
 )
 from .sidecar import DATASET_JSON_FILE, MODEL_FILE, PLANS_FILE, SIDECAR_FILE, build_sidecar, write_json
 
@@ -167,6 +175,7 @@ def export_trained_model(
     force: bool = False,
     calibration_patches: int = DEFAULT_CALIBRATION_PATCHES,
     int8_fp32_head: bool = False,
+    quantizer: str = QUANTIZERS[0],
     log: Callable[[str], None] | None = _log,
 ) -> ExportResult:
     """Exports a model trained with ``nnUNetv2_train`` to ONNX and verifies it with onnxruntime.
@@ -201,6 +210,7 @@ def export_trained_model(
         force: write the export even when the guard fails (recorded in the sidecar).
         calibration_patches: int8 calibration patches from the fold's preprocessed training cases.
         int8_fp32_head: keep the segmentation head (the last convolution) in fp32.
+        quantizer: int8 quantizer, ``onnxruntime`` (default) or ``nncf`` (needs the ``nncf`` extra).
         log: progress messages (None: silent).
 
     Returns:
@@ -209,6 +219,11 @@ def export_trained_model(
     require_onnx()
     log = log or (lambda _: None)
     check_precision_options(precision, max_dice_drop, calibration_patches)
+    if quantizer not in QUANTIZERS:
+        raise ExportError(f"unknown quantizer {quantizer!r}: choose one of {', '.join(QUANTIZERS)}")
+    if precision == "int8" and quantizer == "nncf" and importlib.util.find_spec("nncf") is None:
+        # before the fp32 export and its checks, which take a while
+        raise ExportError("--quantizer nncf needs NNCF: pip install 'nnunet-lite[nncf]' (or --quantizer onnxruntime)")
     if fold != "all" and not str(fold).isdigit():
         raise ExportError(f"fold must be a number or 'all', got {fold!r}")
     fold = str(fold)
@@ -332,6 +347,7 @@ def export_trained_model(
                 force=force,
                 num_patches=calibration_patches,
                 int8_fp32_head=int8_fp32_head,
+                quantizer=quantizer,
                 use_mirroring=predictor.allowed_mirroring_axes is not None,
                 log=log,
             )
@@ -365,6 +381,7 @@ def _lower_precision(
     force: bool,
     num_patches: int,
     int8_fp32_head: bool,
+    quantizer: str,
     use_mirroring: bool,
     log: Callable[[str], None],
 ) -> dict:
@@ -381,10 +398,12 @@ def _lower_precision(
         patches = calibration_patches(plans_manager, configuration_manager, dataset_json, train_cases, num_patches)
         log(
             f"int8: calibrating on {len(patches)} patches sampled by nnU-Net's data loader from {len(train_cases)} "
-            f"training cases of fold {fold}" + (f"; in fp32: {', '.join(fp32_nodes)}" if fp32_nodes else "")
+            f"training cases of fold {fold} ({quantizer})"
+            + (f"; in fp32: {', '.join(fp32_nodes)}" if fp32_nodes else "")
         )
         int8_path = folder / INT8_MODEL_FILE
-        entry["quantization"] = quantize_int8(folder / MODEL_FILE, int8_path, patches, fp32_nodes=fp32_nodes)
+        quantize = quantize_int8_nncf if quantizer == "nncf" else quantize_int8
+        entry["quantization"] = quantize(folder / MODEL_FILE, int8_path, patches, fp32_nodes=fp32_nodes)
         entry["calibration"] = {
             "patches": len(patches),
             "source": f"nnUNetDataLoader (no augmentation, {CALIBRATION_FOREGROUND_SHARE:.0%} foreground-oversampled) "
