@@ -19,7 +19,7 @@ import numpy as np
 from .comparison.nnunet_io import ComparisonError, dataset_name, quiet, require_env
 from .robustness.make import CLEAN, channel_files, load_manifest
 from .robustness.report import OKABE_ITO
-from .robustness.run import model_folder, result_folder
+from .robustness.paths import model_folder, result_folder
 
 SELECTIONS = ("best", "median", "worst", "diff")
 

@@ -249,6 +249,8 @@ def test_compare_does_not_import_robustness():
         "assert not [m for m in sys.modules if m.startswith('nnunet_lite.robustness')], 'robustness imported'\n"
         "import nnunet_lite.robustness.report, nnunet_lite.robustness.paths\n"
         "assert 'torch' not in sys.modules, 'torch imported by the robustness report'\n"
+        "import nnunet_lite.figure\n"
+        "assert 'torch' not in sys.modules, 'torch imported by the figure module'\n"
     )
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=os.environ.copy())
     assert proc.returncode == 0, proc.stderr
