@@ -6,7 +6,8 @@ so one implementation serves 2D and 3D.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 
 import numpy as np
 import torch
@@ -17,6 +18,42 @@ from torch.nn.modules.conv import _ConvNd
 
 ConvOp = type[_ConvNd]
 CONV_FN = {1: F.conv1d, 2: F.conv2d, 3: F.conv3d}
+
+
+_reference_forms = False
+
+
+@contextmanager
+def reference_forms() -> Iterator[None]:
+    """Inside this block the networks compute with their reference (paper-literal) forms instead of the fused training
+    forms. Both have the same parameters and state_dict and agree up to float rounding; this exists so that tests can
+    compare them (and to rule the fused forms out when debugging)."""
+    global _reference_forms
+    previous, _reference_forms = _reference_forms, True
+    try:
+        yield
+    finally:
+        _reference_forms = previous
+
+
+def training_forms_enabled() -> bool:
+    """True unless inside :func:`reference_forms`: blocks then use their fused, numerically equivalent forms."""
+    return not _reference_forms
+
+
+def embed_kernel(weight: torch.Tensor, size: int, dilation: int = 1) -> torch.Tensor:
+    """``weight`` ``(out, in, k, ...)`` as an equivalent undilated ``size^dim`` kernel, centred, zeros elsewhere.
+
+    Differentiable: built on the fly from the parameter, the gradient reaches ``weight`` and the zero taps have none.
+    """
+    dim, k = weight.ndim - 2, weight.shape[2]
+    span = dilation * (k - 1) + 1
+    offset = (size - span) // 2
+    if dilation == 1:
+        return F.pad(weight, (offset, size - span - offset) * dim)
+    out = weight.new_zeros(*weight.shape[:2], *(size,) * dim)
+    out[(slice(None), slice(None), *(slice(offset, offset + span, dilation),) * dim)] = weight
+    return out
 
 
 def interp_mode(conv_op: ConvOp) -> str:
