@@ -43,6 +43,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
         DEFAULT_CALIBRATION_PATCHES,
         DEFAULT_MAX_DICE_DROP,
         DEFAULT_OPSET,
+        DEFAULT_QUANTIZER,
         DEFAULT_TOLERANCE,
         PRECISIONS,
         QUANTIZERS,
@@ -115,9 +116,9 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     )
     parser.add_argument(
         "--quantizer",
-        default=QUANTIZERS[0],
+        default=DEFAULT_QUANTIZER,
         choices=QUANTIZERS,
-        help="int8: onnxruntime's quantize_static (default) or NNCF's quantize (needs the nncf extra); "
-        "docs/deployment.md compares them",
+        help=f"int8: NNCF's quantize (needs the nncf extra) or onnxruntime's quantize_static (default "
+        f"{DEFAULT_QUANTIZER}; docs/deployment.md compares them)",
     )
     parser.set_defaults(func=run)

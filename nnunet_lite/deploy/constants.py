@@ -8,5 +8,7 @@ DEFAULT_OPSET = 17
 PRECISIONS = ("fp32", "bf16", "int8")
 DEFAULT_MAX_DICE_DROP = 0.005
 DEFAULT_CALIBRATION_PATCHES = 64
-# int8 quantizers of export --precision int8 (deploy/quantize.py); the first is the default
+# int8 quantizers of export --precision int8 (deploy/quantize.py); the default is chosen by measurement
+# (docs/deployment.md, "onnxruntime or NNCF"): NNCF passed the guard where onnxruntime's quantize_static broke AULUNet
 QUANTIZERS = ("onnxruntime", "nncf")
+DEFAULT_QUANTIZER = "nncf"

@@ -19,6 +19,7 @@ from .constants import (
     DEFAULT_CALIBRATION_PATCHES,
     DEFAULT_MAX_DICE_DROP,
     DEFAULT_OPSET,
+    DEFAULT_QUANTIZER,
     DEFAULT_TOLERANCE,
     QUANTIZERS,
 )
@@ -175,7 +176,7 @@ def export_trained_model(
     force: bool = False,
     calibration_patches: int = DEFAULT_CALIBRATION_PATCHES,
     int8_fp32_head: bool = False,
-    quantizer: str = QUANTIZERS[0],
+    quantizer: str = DEFAULT_QUANTIZER,
     log: Callable[[str], None] | None = _log,
 ) -> ExportResult:
     """Exports a model trained with ``nnUNetv2_train`` to ONNX and verifies it with onnxruntime.
@@ -210,7 +211,7 @@ def export_trained_model(
         force: write the export even when the guard fails (recorded in the sidecar).
         calibration_patches: int8 calibration patches from the fold's preprocessed training cases.
         int8_fp32_head: keep the segmentation head (the last convolution) in fp32.
-        quantizer: int8 quantizer, ``onnxruntime`` (default) or ``nncf`` (needs the ``nncf`` extra).
+        quantizer: int8 quantizer, ``nncf`` (default; the ``nncf`` extra) or ``onnxruntime``.
         log: progress messages (None: silent).
 
     Returns:
