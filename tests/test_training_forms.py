@@ -69,6 +69,23 @@ def test_reference_forms_is_a_reentrant_switch():
     with pytest.raises(RuntimeError), reference_forms():
         raise RuntimeError("restored even on error")
     assert training_forms_enabled() and blocks._reference_forms is False
+    with torch.no_grad():
+        assert not training_forms_enabled(), "inference keeps the reference forms"
+
+
+def test_inference_and_flop_counts_use_the_reference_forms(monkeypatch):
+    from nnunet_lite.profiling import count_flops
+
+    calls = count_blends(monkeypatch)
+    net = AULUNet(3, 1)
+    with torch.no_grad():
+        net(torch.randn(1, 3, 64, 64))
+    assert not calls
+    # counted MACs stay the papers' (the reference form), not those of the fused forms' zero-padded kernels
+    for net in (AULUNet(3, 1), LGMSNet(3, 1)):
+        with reference_forms():
+            reference = count_flops(net, (1, 3, 128, 128))
+        assert count_flops(net, (1, 3, 128, 128)) == reference, type(net).__name__
 
 
 @pytest.mark.parametrize("dim", [2, 3])

@@ -37,8 +37,11 @@ def reference_forms() -> Iterator[None]:
 
 
 def training_forms_enabled() -> bool:
-    """True unless inside :func:`reference_forms`: blocks then use their fused, numerically equivalent forms."""
-    return not _reference_forms
+    """True when autograd records (a training step) and not inside :func:`reference_forms`: blocks then use their
+    fused, numerically equivalent training forms. Inference (``no_grad``/``inference_mode``: nnU-Net's prediction,
+    FLOP counts, latency) keeps the reference forms, so counted MACs stay the papers'; deployment has its own
+    inference forms (``reparameterize``)."""
+    return not _reference_forms and torch.is_grad_enabled()
 
 
 def embed_kernel(weight: torch.Tensor, size: int, dilation: int = 1) -> torch.Tensor:
