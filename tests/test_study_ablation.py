@@ -5,6 +5,8 @@ independently (scipy's Wilcoxon, Holm by hand); one slow test runs a tiny ablati
 """
 
 import json
+import os
+import signal
 import subprocess
 from pathlib import Path
 
@@ -243,7 +245,8 @@ results = "work/nnUNet_results"
 
 [[datasets]]
 id = 961
-synthetic = { num_train = 30, num_test = 1, seed = 5 }
+synthetic = { num_train = 15, num_test = 0, size = 32, seed = 5 }
+test = false
 
 [budget]
 epochs = 1
@@ -258,7 +261,6 @@ cpus = 1
 
 [env]
 nnUNet_compile = "f"
-nnUNet_n_proc_DA = "0"
 
 [report]
 bootstrap = 200
@@ -268,20 +270,26 @@ latency = false
 
 @pytest.mark.slow
 def test_tiny_ablation_study_end_to_end(tmp_path):
+    (tmp_path / "study.toml").write_text(E2E)
+    for command in (["run", "--cores", "2", "--gpus", "0"], ["report"]):
+        cmd = [str(BIN / "nnunet_lite"), "study", command[0], str(tmp_path / "study.toml"), *command[1:]]
+        proc = subprocess.Popen(
+            cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True
+        )
+        try:
+            output = proc.communicate(timeout=900)[0]
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, signal.SIGKILL)  # Snakemake and its trainings too, not only the runner
+            raise
+        assert proc.returncode == 0, output[-4000:]
+    check_tiny_ablation_study(tmp_path)
+
+
+def check_tiny_ablation_study(tmp_path: Path) -> None:
+    """The ablation table of a finished E2E study against nnU-Net's summary.json files and the networks."""
     import torch
 
     from nnunet_lite.trainers import TRAINERS
-
-    (tmp_path / "study.toml").write_text(E2E)
-    for command in ("run", "report"):
-        cmd = [str(BIN / "nnunet_lite"), "study", command, str(tmp_path / "study.toml")]
-        out = subprocess.run(
-            cmd + (["--cores", "2", "--gpus", "0"] if command == "run" else []),
-            text=True,
-            capture_output=True,
-            timeout=600,
-        )
-        assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]
 
     work, ds = tmp_path / "work", "Dataset961_SyntheticLesions"
     csv = pd.read_csv(work / "report" / f"{ds}_2d" / "ablation_nnUNetTrainerAULUNet.csv").set_index("model")
@@ -290,7 +298,7 @@ def test_tiny_ablation_study_end_to_end(tmp_path):
     for model, values in want.items():
         for key, value in values.items():
             assert csv.loc[model, key] == pytest.approx(value, rel=1e-9, nan_ok=True), (model, key)
-    assert csv.loc[f"{NO_RGF}_1ep2it", "n_pairs"] == 6  # fold 0 of nnU-Net's 5-fold split of 30 cases
+    assert csv.loc[f"{NO_RGF}_1ep2it", "n_pairs"] == 3  # fold 0 of nnU-Net's 5-fold split of 15 cases
 
     # parameter deltas against the networks themselves (3 input channels, 2 outputs: the synthetic dataset)
     def params(trainer: str) -> int:
@@ -298,8 +306,15 @@ def test_tiny_ablation_study_end_to_end(tmp_path):
         net = cls.architecture(3, 2, conv_op=torch.nn.Conv2d, **cls.arch_kwargs)
         return sum(p.numel() for p in net.parameters())
 
+    def trained(trainer: str) -> int:  # the weights nnU-Net saved, BatchNorm statistics left out
+        checkpoint = work / "nnUNet_results" / ds / folders[f"{trainer}_1ep2it"] / "fold_0" / "checkpoint_final.pth"
+        weights = torch.load(checkpoint, map_location="cpu", weights_only=False)["network_weights"]
+        return sum(v.numel() for k, v in weights.items() if "running_" not in k and "num_batches" not in k)
+
+    assert csv.loc[f"{FULL}_1ep2it", "params"] == params(FULL) == trained(FULL) == 28_642
     for variant, removed in ((NO_RGF, 3_600), (NO_LSG, 4_580)):
         delta = params(variant) - params(FULL)
-        assert delta == -removed and csv.loc[f"{variant}_1ep2it", "delta_params"] == delta
+        assert delta == trained(variant) - trained(FULL) == -removed
+        assert csv.loc[f"{variant}_1ep2it", "delta_params"] == delta
     report = (work / "report" / "study_report.md").read_text()
     assert "### Ablation table: nnUNetTrainerAULUNet" in report and "MISSING" not in report.split("### Ablation")[1]

@@ -197,7 +197,7 @@ def _ablation_sections(study: Study, ds: str, comparison, folder: Path, sub: str
 
     if "default" not in study.spec.plans:
         return []
-    convert = next((d.convert for d in study.spec.datasets if study.dataset_name(d) == ds), None)
+    convert = next((t.dataset.convert for t in study.trainings() if t.dataset_name == ds), None)  # keys REPORTED
     lines = []
     for group in ablation_groups(study.spec.trainers):
         if not group.full_listed:
