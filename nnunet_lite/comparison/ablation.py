@@ -189,9 +189,8 @@ def _count(value: float, sign: bool = False) -> str:
     return f"{int(value):+,}" if sign else f"{int(value):,}"
 
 
-def ablation_markdown(table: AblationTable, names: Mapping[str, str] | None = None) -> str:
+def ablation_markdown(table: AblationTable) -> str:
     """The table as markdown, the papers' layout: one row per network, the full network first."""
-    names = names or {}
     header = [
         "model",
         "change",
@@ -224,7 +223,7 @@ def ablation_markdown(table: AblationTable, names: Mapping[str, str] | None = No
         change = f"`_{r['ablation']}`: {r['change']}" if r["ablation"] else r["change"]
         gflops = _num(r["flops"] / 1e9) if not math.isnan(r["flops"]) else "–"
         rows.append(
-            [names.get(r["model"], r["model"]), change, *measured]
+            [r["model"], change, *measured]
             + [_count(r["params"]), _count(r["delta_params"], sign=True), gflops, r["reported"] or "–"]
         )
     return markdown_table(header, rows)
