@@ -129,6 +129,30 @@ STUDY_FILE_MISTAKES = [
         "report.colour: Extra inputs are not permitted (known here: bootstrap, latency, latency_seconds)",
         id="unknown-field-no-close-match",
     ),
+    pytest.param(
+        ("[budget]", '[[ensemble]]\nname = "lite"\ntrainers = ["nnUNetTrainerLGMSNet", "nnUNetTrainerAULUNt"]\n[budget]'),
+        "ensemble[0].trainers: 'nnUNetTrainerAULUNt' is not in trainers; did you mean 'nnUNetTrainerAULUNet'?",
+        id="ensemble-member-not-trained",
+    ),
+    pytest.param(
+        ("[budget]", '[[ensemble]]\nname = "lite"\ntrainers = ["nnUNetTrainerLGMSNet"]\n[budget]'),
+        "ensemble[0].trainers: ['nnUNetTrainerLGMSNet'] averages fewer than 2 different trainers; list at least 2 of "
+        "trainers (nnUNetTrainerLGMSNet, nnUNetTrainerAULUNet)",
+        id="ensemble-one-member",
+    ),
+    pytest.param(
+        ("[budget]", '[[ensemble]]\nname = "a"\ntrainers = ["nnUNetTrainerLGMSNet", "nnUNetTrainerAULUNet"]\n' * 2
+         + "[budget]"),
+        "ensemble[0].name: 'a' is used by two ensembles; give each its own name",
+        id="ensemble-duplicate-name",
+    ),
+    pytest.param(
+        ("seed = 3 }", 'seed = 3 }\ntest = false\n[[ensemble]]\nname = "a"\n'
+         'trainers = ["nnUNetTrainerLGMSNet", "nnUNetTrainerAULUNet"]'),
+        "ensemble: no training dataset has test = true, and ensembles average test-set predictions; set test = true "
+        "on one or remove [[ensemble]]",
+        id="ensemble-without-test-set",
+    ),
     # the rest needs the study's folders or nnU-Net's trainer lookup: refused by `study run`, also with --dry-run
     pytest.param(
         ('configurations = ["2d"]', 'configurations = ["3d_fullres"]'),

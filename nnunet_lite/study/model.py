@@ -181,6 +181,14 @@ class ZeroShot(_Strict):
     ensemble: bool = False
 
 
+class Ensemble(_Strict):
+    """Several trainers' test-set predictions averaged by nnUNetv2_ensemble (mean of the softmax .npz files)."""
+
+    name: Annotated[str, Field(pattern=r"^[A-Za-z0-9]+$")]
+    trainers: list[str]
+    configuration: str | None = None  # None: every configuration of the study
+
+
 class Report(_Strict):
     bootstrap: Annotated[int, Field(ge=100)] = 10_000
     latency: bool = True
@@ -199,6 +207,7 @@ class StudyModel(_Strict):
     folds: Annotated[list[Annotated[int, Field(ge=0)]], Field(min_length=1)] = [0, 1, 2, 3, 4]
     baseline: str | None = None
     zeroshot: list[ZeroShot] = []
+    ensemble: list[Ensemble] = []
     budget: Budget | None = None
     resources: StepResources = StepResources()
     env: dict[str, str] = {}
@@ -281,6 +290,7 @@ class StudyModel(_Strict):
                     f"zeroshot[{i}]: source and target are both dataset {pair.source}; a zero-shot pair evaluates "
                     "on another dataset (the source's own test set is already in the report)"
                 )
+        self._check_ensembles()
         known = self.model_identifiers()
         if self.baseline is not None and self.baseline not in known:
             short = [k for k in known if not k.endswith("__nnUNetPlans")]
@@ -289,6 +299,36 @@ class StudyModel(_Strict):
                 + (did_you_mean(self.baseline, known) or f"; choose one of {', '.join(short)}")
             )
         return self
+
+    def _check_ensembles(self) -> None:
+        names = [e.name for e in self.ensemble]
+        for i, ens in enumerate(self.ensemble):
+            where = f"ensemble[{i}]"
+            if names.count(ens.name) > 1:
+                raise ValueError(f"{where}.name: {ens.name!r} is used by two ensembles; give each its own name")
+            if len(set(ens.trainers)) < 2:
+                raise ValueError(
+                    f"{where}.trainers: {ens.trainers} averages fewer than 2 different trainers; list at least 2 of "
+                    f"trainers ({', '.join(self.trainers)})"
+                )
+            for t in ens.trainers:
+                if t not in self.trainers:
+                    raise ValueError(
+                        f"{where}.trainers: {t!r} is not in trainers"
+                        + (did_you_mean(t, self.trainers) or f"; choose from {', '.join(self.trainers)}")
+                    )
+            if "default" not in self.plans:
+                raise ValueError(f"{where}: ensembles use the default plans; add 'default' to plans")
+            if ens.configuration is not None and ens.configuration not in self.configurations:
+                raise ValueError(
+                    f"{where}.configuration: {ens.configuration!r} is not in configurations "
+                    f"({', '.join(self.configurations)})" + did_you_mean(ens.configuration, self.configurations)
+                )
+        if self.ensemble and not any(d.train and d.test for d in self.datasets):
+            raise ValueError(
+                "ensemble: no training dataset has test = true, and ensembles average test-set predictions; "
+                "set test = true on one or remove [[ensemble]]"
+            )
 
     def model_identifiers(self) -> list[str]:
         """What ``baseline`` may name: ``TRAINER`` (default plans) or ``TRAINER__PLANS``, per configuration."""
