@@ -107,18 +107,21 @@ def _models(root: Path, trainers: dict[str, str], export: bool, bin_dir: Path) -
     return models
 
 
-def low_precision_export(export: Path, precision: str) -> Path:
-    """A copy of ``export`` at ``precision`` (int8: quantized as ``nnunet_lite export --precision int8`` does, on
-    patches of the training cases; bf16: the recorded OpenVINO precision). No accuracy guard: untrained weights."""
+def low_precision_export(export: Path, precision: str, quantizer: str = "onnxruntime") -> Path:
+    """A copy of ``export`` at ``precision`` (int8: quantized by ``quantizer`` as ``nnunet_lite export --precision
+    int8 --quantizer QUANTIZER`` does, on patches of the training cases; bf16: the recorded OpenVINO precision). No
+    accuracy guard: untrained weights."""
     import json
 
     from nnunetv2.training.dataloading.nnunet_dataset import infer_dataset_class
 
     from nnunet_lite.deploy.constants import DEFAULT_CALIBRATION_PATCHES
-    from nnunet_lite.deploy.quantize import INT8_MODEL_FILE, calibration_patches, quantize_int8
+    from nnunet_lite.deploy.quantize import INT8_MODEL_FILE, calibration_patches, quantize_int8, quantize_int8_nncf
     from nnunet_lite.deploy.sidecar import load_export
 
-    target = export.parent / f"{export.name}_{precision}"
+    target = export.parent / (
+        f"{export.name}_int8_{quantizer}" if precision == "int8" else f"{export.name}_{precision}"
+    )
     if (target / "model.json").is_file() and "precision" in json.loads((target / "model.json").read_text()):
         return target  # made by an earlier run (--workdir); a copy without its precision entry is made again
     shutil.rmtree(target, ignore_errors=True)
@@ -132,7 +135,8 @@ def low_precision_export(export: Path, precision: str) -> Path:
         preprocessed = Path(os.environ["nnUNet_preprocessed"]) / pm.dataset_name / cm.data_identifier
         cases = infer_dataset_class(str(preprocessed)).get_identifiers(str(preprocessed))
         patches = calibration_patches(pm, cm, loaded.dataset_json, cases, DEFAULT_CALIBRATION_PATCHES)
-        entry["quantization"] = quantize_int8(target / "model.onnx", target / INT8_MODEL_FILE, patches)
+        quantize = quantize_int8_nncf if quantizer == "nncf" else quantize_int8
+        entry["quantization"] = quantize(target / "model.onnx", target / INT8_MODEL_FILE, patches)
         sidecar["model"]["file"] = INT8_MODEL_FILE
     sidecar["precision"] = entry
     (target / "model.json").write_text(json.dumps(sidecar, indent=2) + "\n")
@@ -170,6 +174,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--fp32-only", action="store_true", help="leave out the int8 (and, with --openvino, bf16) engines"
     )
+    parser.add_argument(
+        "--quantizer",
+        default="nncf",
+        choices=("nncf", "onnxruntime"),
+        help="int8 quantizer (default nncf, export's default; onnxruntime's graph is faster in onnxruntime on AVX2)",
+    )
     parser.add_argument("--spin", action="store_true", help="let idle threads spin (dedicated machines)")
     parser.add_argument("--workdir", default=None, help="keep the environment here (default: a temporary folder)")
     parser.add_argument("--update-readme", nargs="?", const=str(README), default=None, metavar="README")
@@ -204,7 +214,7 @@ def main(argv: list[str] | None = None) -> int:
         if not args.fp32_only:
             for name, m in env["models"].items():
                 for precision in ("int8", "bf16") if args.openvino else ("int8",):
-                    low[(name, precision)] = low_precision_export(m["export"], precision)
+                    low[(name, precision)] = low_precision_export(m["export"], precision, args.quantizer)
         sessions = {
             name: create_session(load_export(m["export"]).model_path, args.threads, allow_spinning=args.spin)
             for name, m in env["models"].items()
