@@ -54,6 +54,11 @@ def run_training(args: argparse.Namespace) -> int:
 
 def run_precisions(args: argparse.Namespace) -> int:
     """``profile --precisions``: forward latency of trained models at fp32/bf16/int8 next to nnU-Net's default."""
+    import os
+
+    # idle OpenMP threads that spin make eager PyTorch many times slower on a busy machine (scripts/benchmark_latency.py
+    # does the same); read when torch loads OpenMP, and the CLI has not imported torch yet
+    os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
     import torch
 
     from ..comparison.nnunet_io import ComparisonError
