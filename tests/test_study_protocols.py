@@ -34,9 +34,10 @@ EXPECTED = {
         63,  # 3 datasets x 7 trainers x 3 folds
     ),
     "medlitenet": (
-        ["nnUNetTrainerMedLiteNet", "nnUNetTrainerMedLiteNet_paper", "nnUNetTrainer"],
+        ["nnUNetTrainerMedLiteNet", "nnUNetTrainerMedLiteNet_paper", "nnUNetTrainer"]
+        + ["nnUNetTrainerMedLiteNet_wideASPP", "nnUNetTrainerMedLiteNet_wideTokens"],  # the ensemble's members
         [(502, 511)],  # ISIC 2018 -> PH2
-        20,
+        30,  # (5 trainers + matched nnU-Net) x 5 folds
         ["noBAA", "noTransformer", "ResNet18"],
         20,
     ),
@@ -68,6 +69,12 @@ def test_protocol_files_validate_with_the_papers_design(protocol, tmp_path, caps
     assert [(z.source, z.target) for z in spec.zeroshot] == pairs
     assert spec.robustness == ("dermoscopy" if protocol == "medlitenet" else None)
     assert len(main_study.trainings()) == n_main
+    if protocol == "medlitenet":  # the paper's three-variant ensemble of test-set predictions
+        (ens,) = spec.ensemble
+        assert ens.trainers == [net, f"{net}_wideASPP", f"{net}_wideTokens"]
+        assert [(e.dataset_name, e.configuration) for e in main_study.ensembles()] == [("Dataset502_ISIC2018", "2d")]
+    else:
+        assert spec.ensemble == []
     for dataset in spec.datasets:  # every source is the official archive's folder under --data-root
         assert dataset.source == (root / ARCHIVE_FOLDERS[dataset.convert]).resolve()
 
@@ -105,7 +112,8 @@ def test_without_data_root_each_source_says_what_to_put_where(tmp_path):
     assert "#   ISIC2018_Task1-2_Training_Input/ISIC_*.jpg + ISIC2018_Task1_Training_GroundTruth/" in text
     model = load_study_model(path)  # valid TOML and schema; only the downloads are missing
     assert model.datasets[0].source == (tmp_path / "downloads" / "ISIC2018").resolve()
-    assert "not a study step" in text and "nnUNetv2_ensemble" in text  # the three-variant ensemble, by hand
+    assert "[[ensemble]]" in text and "nnUNetv2_ensemble" in text  # the three-variant ensemble, a study step
+    assert [e.name for e in model.ensemble] == ["medlitenet3"]
     assert load_study_model(tmp_path / "m_ablations.toml").baseline == "nnUNetTrainerMedLiteNet"
 
 
@@ -140,9 +148,20 @@ def test_medlitenet_protocol_dry_run_plans_its_jobs(tmp_path):
     assert main(["study", "init", "--protocol", "medlitenet", str(path), "--data-root", str(_data_root(tmp_path))]) == 0
     study = Study.load(path, environ={})
     cmd = snakemake_command(study, RunOptions(dry_run=True, gpus=0, cores=2))
+    cmd = cmd[: cmd.index("--quiet")]  # print every job with its inputs and shell command
     out = subprocess.run(cmd, capture_output=True, text=True, env={**os.environ, **study.environment()})
     assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]
     table = (out.stdout + out.stderr).split("Job stats:")[1]
     jobs = {m.group(1): int(m.group(2)) for m in re.finditer(r"^(\w+)\s+(\d+)$", table, re.MULTILINE)}
-    assert jobs["train"] == 20 and jobs["zeroshot"] == 4 and jobs["robustness"] == 1
-    assert jobs["dataset"] == 2 and jobs["plan_matched"] == 1 and jobs["total"] == 38
+    assert jobs["train"] == 30 and jobs["zeroshot"] == 6 and jobs["robustness"] == 1
+    assert jobs["dataset"] == 2 and jobs["plan_matched"] == 1 and jobs["predict_test"] == 6
+    assert jobs["ensemble"] == 1 and jobs["total"] == 53
+    text = out.stdout + out.stderr
+    predictions = study.work_dir / "predictions" / "Dataset502_ISIC2018"
+    members = [f"nnUNetTrainerMedLiteNet{v}__nnUNetPlans__2d" for v in ("", "_wideASPP", "_wideTokens")]
+    (ensemble_cmd,) = [line for line in text.splitlines() if "nnUNetv2_ensemble" in line]
+    inputs = " ".join(str(predictions / m) for m in members)
+    assert f"-i {inputs} -o {predictions / 'ensemble_medlitenet3__2d'} -np 1 " in ensemble_cmd
+    predict = [line for line in text.splitlines() if "nnUNetv2_predict " in line]
+    with_npz = sorted(re.search(r"-tr (\S+)", line).group(1) for line in predict if "--save_probabilities" in line)
+    assert len(predict) == 6 and with_npz == sorted(m.split("__")[0] for m in members)  # only the members

@@ -126,6 +126,7 @@ def _build(study: Study, tmp: Path, n_resamples: int | None) -> tuple[str, dict[
                 if len(row):
                     cells[m][(ds, cfg)] = _cell(row.iloc[0])
             section += _ablation_sections(study, ds, comparison, tmp / sub, sub, n_resamples or spec.report.bootstrap)
+            section += _ensemble_sections(study, ds, cfg, comparison, tmp / sub, n_resamples or spec.report.bootstrap)
         except ComparisonError as e:
             section += [f"No comparison yet: {e}.", ""]
             if no_baseline:
@@ -228,4 +229,93 @@ def _ablation_sections(study: Study, ds: str, comparison, folder: Path, sub: str
         for note in [*table.notes, *([f"Paper's number, its own pipeline: {extra}."] if extra else [])]:
             lines += [note, ""]
         lines += [f"Files: [{md.name}]({sub}/{md.name}), [{csv.name}]({sub}/{csv.name}).", ""]
+    return lines
+
+
+ENSEMBLE_LEGEND = (
+    "Test set (labelsTs), one prediction per case and model (each model's folds averaged by nnUNetv2_predict); the "
+    "ensemble averages its members' softmax probabilities (nnUNetv2_ensemble, equal weights) and takes the argmax, "
+    "evaluated with nnU-Net's compute_metrics_on_folder. Dice: mean ± std over the cases (foreground labels averaged "
+    "per case), n: cases. ΔDice: mean per-case difference to the baseline with its 95 % bootstrap CI; p: two-sided "
+    "Wilcoxon signed-rank test on the same cases, Holm-corrected over this table's rows. Params: the network's, for "
+    "the ensemble the sum of its members'."
+)
+
+
+def _ensemble_sections(study: Study, ds: str, cfg: str, comparison, folder: Path, n_resamples: int) -> list[str]:
+    """Per ``[[ensemble]]`` of ``ds``/``cfg``: its test-set evaluation next to its members and the baseline."""
+    import pandas as pd
+
+    from ..comparison.ablation import REPORTED_NOTES
+    from ..comparison.cases import describe, label_names, paired_statistics, summary_rows
+    from ..comparison.nnunet_io import ComparisonError, evaluate_folder, markdown_table
+
+    jobs = [e for e in study.ensembles() if (e.dataset_name, e.configuration) == (ds, cfg)]
+    if not jobs:
+        return []
+    labels = study.paths["nnUNet_raw"] / ds / "labelsTs"
+    models = {m.path.name: m for m in comparison.models}
+    baseline = comparison.baseline.label if comparison.baseline is not None else None
+    test = comparison.cases[comparison.cases["source"] == "test"]
+    costs = dict(zip(comparison.table["model"], comparison.table["params"], strict=True))
+    convert = study.dataset(next(d.id for d in study.spec.datasets if study.dataset_name(d) == ds)).convert
+    lines = []
+    for job in jobs:
+        title = f"### Test-set ensemble {job.name}: {', '.join(job.members)}"
+        members = [models.get(m) for m in job.members]
+        if not (job.folder.is_dir() and any(job.folder.iterdir())) or None in members or not labels.is_dir():
+            lines += [title, "", f"MISSING: no ensemble predictions in {job.folder} yet (or no labelsTs).", ""]
+            continue
+        label = f"ensemble {job.name} ({len(job.members)} models)"
+        dataset_json = json.loads((members[0].path / "dataset.json").read_text())
+        out = folder / "test_evaluations" / f"ensemble_{job.name}.json"
+        out.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            evaluate_folder(
+                labels, job.folder, dataset_json, json.loads((members[0].path / "plans.json").read_text()), out
+            )
+        except ComparisonError as e:
+            lines += [title, "", f"Not evaluated: {e}.", ""]
+            continue
+        names, ending = label_names(dataset_json), dataset_json["file_ending"]
+        cases = pd.concat([test, pd.DataFrame(summary_rows(out, label, "test", "test", names, ending))])
+        rows_of = [baseline] if baseline in set(cases["model"]) else []
+        rows_of += [m.label for m in members if m.label not in rows_of] + [label]
+        cases = cases[cases["model"].isin(rows_of)]
+        fg = cases.groupby(["model", "case"], as_index=False)[["Dice"]].mean()
+        stats = (
+            paired_statistics(cases, baseline, "test", n_resamples).set_index("model")
+            if rows_of[0] == baseline
+            else None
+        )
+        table = []
+        for model in rows_of:
+            mean, std = describe(fg.loc[fg["model"] == model, "Dice"])
+            params = (
+                sum(costs.get(m.label, math.nan) for m in members) if model == label else costs.get(model, math.nan)
+            )
+            delta, p = "", ""
+            if model == baseline:
+                delta = "baseline"
+            elif stats is not None and model in stats.index:
+                r = stats.loc[model]
+                delta = f"{r['delta_dice']:+.3f} [{r['delta_ci_low']:+.3f}, {r['delta_ci_high']:+.3f}]"
+                p = f"{r['p_holm']:.2g}" if r["p_holm"] < 0.001 else f"{r['p_holm']:.3f}"
+            n = int(fg.loc[fg["model"] == model, "Dice"].notna().sum())
+            dice = "MISSING" if not n else f"{mean:.3f} ± {std:.3f}"
+            params_text = "" if math.isnan(params) else f"{params / 1e6:.2f} M"
+            table.append([model, n, dice, delta, p, params_text])
+        lines += [title, "", ENSEMBLE_LEGEND, ""]
+        lines += [
+            markdown_table(["model", "n", "test Dice", "ΔDice vs baseline [95 % CI]", "p (Holm)", "params"], table)
+        ]
+        lines += [""]
+        if baseline is None or baseline not in rows_of:
+            lines += ["No baseline with test-set predictions: no paired tests.", ""]
+        trained = [
+            t.removeprefix("nnUNetTrainer") for t in next(e for e in study.spec.ensemble if e.name == job.name).trainers
+        ]
+        for (arch, conv), note in REPORTED_NOTES.items():
+            if conv == convert and all(t.startswith(arch) for t in trained):
+                lines += [f"Paper's number, its own pipeline (not comparable cell by cell): {note}.", ""]
     return lines

@@ -56,6 +56,25 @@ class Training:
         return f"{self.dataset_name}/{self.model_folder}/fold_{self.fold}"
 
 
+@dataclass(frozen=True)
+class EnsembleJob:
+    """One nnUNetv2_ensemble run: the members' test-set predictions (with probabilities) averaged."""
+
+    name: str
+    dataset_name: str
+    configuration: str
+    members: tuple[str, ...]  # model folder names (TRAINER__nnUNetPlans__CFG) under predictions/<dataset>/
+    predictions: Path  # predictions/<dataset>/
+
+    @property
+    def folder(self) -> Path:
+        return self.predictions / f"ensemble_{self.name}__{self.configuration}"
+
+    @property
+    def member_folders(self) -> list[Path]:
+        return [self.predictions / m for m in self.members]
+
+
 class Study:
     def __init__(self, file: Path, spec: StudyModel, environ: dict[str, str] | None = None) -> None:
         self.file = Path(file).resolve()
@@ -152,6 +171,19 @@ class Study:
                                 folder / f"fold_{fold}",
                             )
                         )
+        return out
+
+    def ensembles(self) -> list[EnsembleJob]:
+        """One nnUNetv2_ensemble job per ``[[ensemble]]``, trained dataset with a test set and configuration."""
+        out = []
+        for ens in self.spec.ensemble:
+            for dataset in self.spec.datasets:
+                if not (dataset.train and dataset.test):
+                    continue
+                name = self.dataset_name(dataset)
+                for cfg in [ens.configuration] if ens.configuration else self.spec.configurations:
+                    members = tuple(f"{self.trainer_name(t)}__nnUNetPlans__{cfg}" for t in ens.trainers)
+                    out.append(EnsembleJob(ens.name, name, cfg, members, self.work_dir / "predictions" / name))
         return out
 
     @property
