@@ -191,3 +191,23 @@ def test_study_report_says_when_the_ensemble_has_not_run(tmp_path, monkeypatch):
     (job,) = study.ensembles()
     lines = _ensemble_sections(study, job.dataset_name, "2d", Empty(), tmp_path, 100)
     assert f"MISSING: no ensemble predictions in {job.folder} yet (or no labelsTs)." in lines
+
+
+def test_study_status_lists_the_ensemble_and_what_it_waits_for(tmp_path):
+    from nnunet_lite.study.status import format_status, study_status
+
+    (tmp_path / "study.toml").write_text(STUDY)
+    study = Study.load(tmp_path / "study.toml", environ={})
+    (job,) = study.ensembles()
+    member_a, member_b = job.members
+    write_member(job.member_folders[0], {"case_0": np.zeros((2, 1, 4, 4), np.float32)})
+    rows = study_status(study)
+    assert [r["status"] for r in rows if r.get("kind") != "ensemble"] == ["missing"] * 3  # 3 trainers x fold 0
+    (ens,) = [r for r in rows if r.get("kind") == "ensemble"]
+    assert (ens["status"], ens["note"]) == ("waiting", f"test predictions missing: {member_b}")
+    write_member(job.member_folders[1], {"case_0": np.zeros((2, 1, 4, 4), np.float32)})
+    assert study_status(study)[-1]["status"] == "missing"
+    write_png(job.folder / "case_0.png", np.zeros((4, 4)))
+    text = format_status(study_status(study))
+    assert "3 trainings: 3 missing; left: 3 trainings" in text and text.endswith("1 test-set ensembles: 1 done")
+    assert f"| {job.dataset_name} | 2d     | lite     | done   |" in text

@@ -92,13 +92,48 @@ def training_status(study: Study, t: Training) -> dict:
     }
 
 
+def _has_predictions(folder: Path) -> bool:
+    return folder.is_dir() and any(
+        p.name != "dataset.json" and p.suffix not in (".npz", ".pkl") for p in folder.iterdir()
+    )
+
+
+def ensemble_status(study: Study) -> list[dict]:
+    """One row per ``[[ensemble]]`` job (``kind`` = "ensemble"): done when its folder has segmentations."""
+    rows = []
+    for job in study.ensembles():
+        waiting = [m for m, f in zip(job.members, job.member_folders, strict=True) if not _has_predictions(f)]
+        if _has_predictions(job.folder):
+            state, note = "done", ""
+        elif waiting:
+            state, note = "waiting", f"test predictions missing: {', '.join(waiting)}"
+        else:
+            state, note = "missing", "members predicted: runs next"
+        rows.append(
+            {
+                "kind": "ensemble",
+                "dataset": job.dataset_name,
+                "configuration": job.configuration,
+                "ensemble": job.name,
+                "members": list(job.members),
+                "status": state,
+                "note": note,
+                "folder": str(job.folder),
+            }
+        )
+    return rows
+
+
 def study_status(study: Study) -> list[dict]:
-    return [training_status(study, t) for t in study.trainings()]
+    """Every training's row, then every test-set ensemble's (rows with ``kind`` = "ensemble")."""
+    return [training_status(study, t) for t in study.trainings()] + ensemble_status(study)
 
 
 def format_status(rows: list[dict]) -> str:
     from ..comparison.nnunet_io import markdown_table
 
+    ensembles = [r for r in rows if r.get("kind") == "ensemble"]
+    rows = [r for r in rows if r.get("kind") != "ensemble"]
     header = ["dataset", "config", "trainer", "plans", "fold", "status", "epochs", "note"]
     body = [
         [
@@ -118,4 +153,10 @@ def format_status(rows: list[dict]) -> str:
     epochs_left = sum(max(0, (r["epochs_planned"] or 0) - r["epochs_done"]) for r in left)
     summary = ", ".join(f"{n} {s}" for s, n in counts.items() if n)
     text = markdown_table(header, body)
-    return f"{text}\n\n{len(rows)} trainings: {summary}; left: {len(left)} trainings, {epochs_left} epochs"
+    text = f"{text}\n\n{len(rows)} trainings: {summary}; left: {len(left)} trainings, {epochs_left} epochs"
+    if ensembles:
+        table = [[r["dataset"], r["configuration"], r["ensemble"], r["status"], r["note"]] for r in ensembles]
+        done = sum(r["status"] == "done" for r in ensembles)
+        text += "\n\n" + markdown_table(["dataset", "config", "ensemble", "status", "note"], table)
+        text += f"\n\n{len(ensembles)} test-set ensembles: {done} done"
+    return text
