@@ -130,7 +130,10 @@ STUDY_FILE_MISTAKES = [
         id="unknown-field-no-close-match",
     ),
     pytest.param(
-        ("[budget]", '[[ensemble]]\nname = "lite"\ntrainers = ["nnUNetTrainerLGMSNet", "nnUNetTrainerAULUNt"]\n[budget]'),
+        (
+            "[budget]",
+            '[[ensemble]]\nname = "lite"\ntrainers = ["nnUNetTrainerLGMSNet", "nnUNetTrainerAULUNt"]\n[budget]',
+        ),
         "ensemble[0].trainers: 'nnUNetTrainerAULUNt' is not in trainers; did you mean 'nnUNetTrainerAULUNet'?",
         id="ensemble-member-not-trained",
     ),
@@ -141,14 +144,19 @@ STUDY_FILE_MISTAKES = [
         id="ensemble-one-member",
     ),
     pytest.param(
-        ("[budget]", '[[ensemble]]\nname = "a"\ntrainers = ["nnUNetTrainerLGMSNet", "nnUNetTrainerAULUNet"]\n' * 2
-         + "[budget]"),
+        (
+            "[budget]",
+            '[[ensemble]]\nname = "a"\ntrainers = ["nnUNetTrainerLGMSNet", "nnUNetTrainerAULUNet"]\n' * 2 + "[budget]",
+        ),
         "ensemble[0].name: 'a' is used by two ensembles; give each its own name",
         id="ensemble-duplicate-name",
     ),
     pytest.param(
-        ("seed = 3 }", 'seed = 3 }\ntest = false\n[[ensemble]]\nname = "a"\n'
-         'trainers = ["nnUNetTrainerLGMSNet", "nnUNetTrainerAULUNet"]'),
+        (
+            "seed = 3 }",
+            'seed = 3 }\ntest = false\n[[ensemble]]\nname = "a"\n'
+            'trainers = ["nnUNetTrainerLGMSNet", "nnUNetTrainerAULUNet"]',
+        ),
         "ensemble: no training dataset has test = true, and ensembles average test-set predictions; set test = true "
         "on one or remove [[ensemble]]",
         id="ensemble-without-test-set",
