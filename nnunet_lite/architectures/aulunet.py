@@ -128,7 +128,8 @@ class AKF(nn.Module):
         b, c, *spatial = x.shape
         names = zip(self.branch_names, self.dilations, strict=True)
         first, second = (embed_kernel(getattr(self, name).weight, size, d) for name, d in names)
-        alpha = self.gate(x).reshape(b, c, 1, *(1,) * len(spatial))
+        # the gate may come out of autocast in bf16; lerp would then hand the convolution a bf16 weight for a float x
+        alpha = self.gate(x).reshape(b, c, 1, *(1,) * len(spatial)).to(first.dtype)
         weight = torch.lerp(second, first, alpha)  # (B, C, 1, k, ...): alpha * W_1 + (1 - alpha) * W_2
         y = CONV_FN[len(spatial)](
             x.reshape(1, b * c, *spatial), weight.reshape(b * c, 1, *weight.shape[3:]), padding=size // 2, groups=b * c
