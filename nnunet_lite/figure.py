@@ -18,8 +18,8 @@ import numpy as np
 
 from .comparison.nnunet_io import ComparisonError, dataset_name, quiet, require_env
 from .robustness.make import CLEAN, channel_files, load_manifest
-from .robustness.report import OKABE_ITO
 from .robustness.paths import model_folder, result_folder
+from .robustness.report import OKABE_ITO
 
 SELECTIONS = ("best", "median", "worst", "diff")
 
