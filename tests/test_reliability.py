@@ -73,6 +73,8 @@ def start_conversion(source: Path, raw: Path, new_session: bool = False) -> subp
         text=True,
         env=env,
         start_new_session=new_session,
+        # SIGINT as in a terminal: a runner (e.g. a pytest-xdist worker) may ignore it, and children inherit that
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
     )
 
 
