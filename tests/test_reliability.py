@@ -145,6 +145,24 @@ def test_a_killed_conversion_is_cleaned_up_by_the_next_run(source, tmp_path, cap
     assert sorted(p.name for p in raw.iterdir()) == ["Dataset504_KvasirSEG"]
 
 
+def test_a_worker_orphaned_while_starting_exits_at_once():
+    """A worker still starting (importing) when its parent is killed must not take its new parent for the one to
+    watch: it exits in its initializer instead of waiting forever for work."""
+    code = (
+        "import os, time\n"
+        "from nnunet_lite.dataset_conversion._engine.pool import _worker_init\n"
+        "_worker_init(PARENT)\n"
+        "time.sleep(30)\n"
+    )
+    gone = subprocess.run([sys.executable, "-c", code.replace("PARENT", "0")], timeout=60)
+    assert gone.returncode == 1
+    watching = subprocess.Popen([sys.executable, "-c", code.replace("PARENT", str(os.getpid()))])
+    time.sleep(3)  # its parent (this test) is alive: it keeps working
+    assert watching.poll() is None
+    watching.kill()
+    watching.wait(timeout=30)
+
+
 def test_temporary_folder_of_a_running_or_foreign_process_is_kept(tmp_path, capsys, monkeypatch):
     from nnunet_lite.dataset_conversion._engine.output import _owner
 

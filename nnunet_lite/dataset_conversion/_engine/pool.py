@@ -31,12 +31,15 @@ def default_num_workers() -> int:
     return max(1, min(8, os.cpu_count() or 1))
 
 
-def _worker_init() -> None:
+def _worker_init(parent: int) -> None:
     # Ctrl-C reaches the whole process group: the parent handles it (and stops the workers), workers stay quiet.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     # A parent killed with SIGKILL cannot stop its workers, and a worker whose result nobody reads blocks forever:
-    # workers watch for being orphaned and exit.
-    threading.Thread(target=_exit_when_orphaned, args=(os.getppid(),), daemon=True).start()
+    # workers watch for being orphaned and exit. The parent's pid comes from the parent: a worker still importing
+    # when its parent was killed would otherwise take its new parent (init) for the one to watch, and never exit.
+    if os.getppid() != parent:
+        os._exit(1)
+    threading.Thread(target=_exit_when_orphaned, args=(parent,), daemon=True).start()
 
 
 def _exit_when_orphaned(parent: int) -> None:
@@ -80,6 +83,7 @@ def parallel_map(fn: Callable[[T], R], items: Sequence[T], num_workers: int | No
         max_workers=min(num_workers, len(items)),
         mp_context=multiprocessing.get_context("spawn"),
         initializer=_worker_init,
+        initargs=(os.getpid(),),
     )
     try:
         futures = {executor.submit(fn, x): i for i, x in enumerate(items)}
