@@ -1,6 +1,7 @@
 """Lower-precision exports: ``nnunet_lite export --precision int8|bf16``, the accuracy guard, and ``predict`` running
 the recorded precision. The model is tests/test_deploy.py's ``trained`` fixture (trained once per session)."""
 
+import importlib.util
 import json
 from pathlib import Path
 
@@ -63,7 +64,7 @@ def test_nncf_quantizer_without_nncf_is_one_line(capsys, monkeypatch):
 
 
 @pytest.mark.slow
-def test_int8_export_passes_guard_and_predicts_close_to_fp32(trained, tmp_path, capsys):  # noqa: F811
+def test_int8_export_passes_guard_and_predicts_close_to_fp32(trained, tmp_path, capsys, monkeypatch):  # noqa: F811
     from nnunet_lite.cli import main
 
     export = tmp_path / "int8"
@@ -89,9 +90,12 @@ def test_int8_export_passes_guard_and_predicts_close_to_fp32(trained, tmp_path, 
     images = trained["raw"] / "imagesTs"
     assert _predict(main, export, images, tmp_path / "pred_int8") == 0
     out = capsys.readouterr().out
-    assert "engine onnxruntime, precision int8" in out
+    # int8 runs in OpenVINO where it is installed (both quantizers' graphs are fastest there), else in onnxruntime
+    runtime = "openvino" if importlib.util.find_spec("openvino") else "onnxruntime"
+    assert f"engine {runtime}, precision int8" in out
     record = json.loads((tmp_path / "pred_int8" / "prediction_engine.json").read_text())
-    assert (record["engine"], record["precision"]) == ("onnxruntime", "int8") and record["images"] == 3
+    assert (record["engine"], record["precision"]) == (runtime, "int8") and record["images"] == 3
+    assert precision["engine"] == "OpenVINO (default where installed) or onnxruntime"
     assert _predict(main, trained["export"], images, tmp_path / "pred_fp32") == 0
     assert "precision fp32" in capsys.readouterr().out
     for case in ("lesion_ts_000.png", "lesion_ts_001.png", "lesion_ts_big.png"):
@@ -107,6 +111,13 @@ def test_int8_export_passes_guard_and_predicts_close_to_fp32(trained, tmp_path, 
     assert _predict(main, export, images, tmp_path / "pred_x", "--precision", "bf16") == 1
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and "records precision int8" in err and "--precision bf16" in err
+    # without OpenVINO the int8 model runs in onnxruntime, and the engine says that this is the slow runtime
+    from nnunet_lite.deploy.engines import load_export_engine
+
+    real = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "openvino" else real(name, *a))
+    engine = load_export_engine(export)
+    assert engine.info["engine"] == "onnxruntime" and "OpenVINO is not installed" in engine.info["note"]
 
 
 @pytest.mark.slow
@@ -234,7 +245,9 @@ def test_profile_precisions_of_a_trained_model(nnunet_env, tmp_path, capsys):
     bf16 = report["precisions"]["bf16"]
     timed = ["fp32", "int8"] + ([] if "skipped" in bf16 else ["bf16"])
     assert report["precisions"]["fp32"] == {"runtime": "onnxruntime"}
-    assert report["precisions"]["int8"] == {"runtime": "onnxruntime (QDQ)"}
+    # int8 is timed where predict runs it: OpenVINO (NNCF's graph) where installed, else onnxruntime
+    int8_runtime = "OpenVINO (NNCF QDQ)" if importlib.util.find_spec("openvino") else "onnxruntime (QDQ)"
+    assert report["precisions"]["int8"] == {"runtime": int8_runtime}
     if "skipped" in bf16:  # this CPU (or environment) cannot run bf16: one line saying why, shown on the console
         assert bf16["skipped"].startswith("bf16: ") and "\n" not in bf16["skipped"] and bf16["skipped"] in console
         assert "bf16" not in lite

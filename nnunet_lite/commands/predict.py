@@ -41,7 +41,7 @@ def load_engine(args: argparse.Namespace):
                 "--precision fp16 and --compile apply to --engine torch (an export runs the precision it records: "
                 "fp32, int8 or bf16)"
             )
-        # auto: the export's recorded precision (and its engine: OpenVINO for bf16) unless --engine names one
+        # auto: the export's recorded precision (and its engine: OpenVINO for bf16 and int8) unless --engine names one
         return load_export_engine(
             folder,
             engine=args.engine,
@@ -187,7 +187,8 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
         "--engine",
         default="auto",
         choices=("auto", "onnx", "openvino", "torch"),
-        help="auto: onnx for an export folder, torch for a results folder; openvino: an export folder on OpenVINO",
+        help="auto: torch for a results folder; for an export folder onnx (fp32) or OpenVINO (bf16, and int8 where "
+        "OpenVINO is installed); openvino: an export folder on OpenVINO",
     )
     parser.add_argument("--device", default="cpu", choices=("cpu", "cuda"), help="cpu (default) or cuda")
     parser.add_argument(

@@ -325,9 +325,25 @@ def format_profiles(profiles: list[dict]) -> str:
 # --- the precisions of nnunet_lite export, for a trained model and nnU-Net's default network -----------------------
 
 BASELINE_TRAINER = "nnUNetTrainer"
-# the runtime each precision of ``nnunet_lite export --precision`` runs in (``nnunet_lite.deploy.benchmark`` variants)
-PRECISION_VARIANTS = {"fp32": "onnxruntime", "bf16": "openvino_bf16", "int8": "onnxruntime_int8"}
-PRECISION_RUNTIMES = {"fp32": "onnxruntime", "bf16": "OpenVINO", "int8": "onnxruntime (QDQ)"}
+# the runtime each precision of ``nnunet_lite export --precision`` runs in by default (``nnunet_lite predict``), as
+# ``nnunet_lite.deploy.benchmark`` variants; int8 depends on whether OpenVINO is installed (see int8_variant)
+PRECISION_VARIANTS = {"fp32": "onnxruntime", "bf16": "openvino_bf16", "int8": "openvino_int8"}
+PRECISION_RUNTIMES = {
+    "fp32": "onnxruntime",
+    "bf16": "OpenVINO",
+    "int8": "OpenVINO (NNCF QDQ)",
+    "int8_onnxruntime": "onnxruntime (QDQ)",
+}
+
+
+def _precision_variant(precision: str) -> tuple[str, str]:
+    """The benchmark variant and runtime label that time ``precision`` as ``nnunet_lite predict`` runs it by default:
+    int8 in OpenVINO (NNCF's graph) where OpenVINO is installed, else onnxruntime (its own quantizer's graph)."""
+    import importlib.util
+
+    if precision == "int8" and importlib.util.find_spec("openvino") is None:
+        return "onnxruntime_int8", PRECISION_RUNTIMES["int8_onnxruntime"]
+    return PRECISION_VARIANTS[precision], PRECISION_RUNTIMES[precision]
 
 
 def _trained_weights(network: torch.nn.Module, folder: Path, fold: str, checkpoint_name: str) -> str:
@@ -380,9 +396,11 @@ def profile_precisions(
     default network (``nnUNetTrainer``) for the same plans, all timed in one process with interleaved rounds.
 
     Each network is loaded with ``nnUNet_results/<dataset>/<trainer>__<plans>__<configuration>/fold_<fold>`` weights
-    where they exist (random weights otherwise, which time the same). fp32 and int8 run in onnxruntime (int8: the QDQ
-    quantization of the export, calibrated on random patches: latency does not depend on the calibration), bf16 in
-    OpenVINO; bf16 is left out with its one-line reason where the CPU lacks AVX512_BF16/AMX-BF16 (it would run f32).
+    where they exist (random weights otherwise, which time the same). Each precision runs where ``nnunet_lite predict``
+    runs it by default: fp32 in onnxruntime, bf16 in OpenVINO, int8 (the QDQ quantization of the export, calibrated
+    on random patches: latency does not depend on the calibration) in OpenVINO where it is installed (NNCF's graph),
+    else in onnxruntime (its own quantizer's graph); bf16 is left out with its one-line reason where the CPU lacks
+    AVX512_BF16/AMX-BF16 (it would run f32).
 
     Returns a JSON-serialisable dict: ``cpu`` (instruction sets), ``input_shape``, ``threads``, ``precisions``
     (per precision: its runtime, or ``skipped`` with the reason) and ``networks`` (per network: weights, params and
@@ -419,7 +437,8 @@ def profile_precisions(
         if reason:
             skipped["bf16"] = reason
     timed = [p for p in precisions if p not in skipped]
-    variants = ["eager", *[PRECISION_VARIANTS[p] for p in timed]]
+    chosen = {p: _precision_variant(p) for p in timed}
+    variants = ["eager", *[chosen[p][0] for p in timed]]
     rows = benchmark_latency(
         networks, input_shape, threads=threads, variants=variants, rounds=rounds, block_seconds=block_seconds, log=log
     )
@@ -432,7 +451,7 @@ def profile_precisions(
             "params": count_parameters(network),
             "weights": weights[trainer],
         }
-        for precision, variant in [("eager_fp32", "eager"), *[(p, PRECISION_VARIANTS[p]) for p in timed]]:
+        for precision, variant in [("eager_fp32", "eager"), *[(p, chosen[p][0]) for p in timed]]:
             r = by_key[(trainer, variant)]
             entry[precision] = {
                 "median_ms": r["median_ms"],
@@ -459,7 +478,7 @@ def profile_precisions(
             "int8_note": int8_note(),
         },
         "precisions": {
-            p: {"skipped": skipped[p]} if p in skipped else {"runtime": PRECISION_RUNTIMES[p]} for p in precisions
+            p: {"skipped": skipped[p]} if p in skipped else {"runtime": chosen[p][1]} for p in precisions
         },
         "networks": out_networks,
     }

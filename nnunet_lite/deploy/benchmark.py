@@ -10,13 +10,14 @@ Variants (:data:`VARIANTS`):
 - ``onnxruntime``: the exported ONNX graph (the ``for_export`` rewrites) in an onnxruntime CPU session with all graph
   optimisations;
 - ``openvino`` (optional, not in :data:`VARIANTS`; ``pip install openvino``): the same exported graph compiled by
-  OpenVINO's CPU plugin for latency, fp32 (measured as an alternative runtime in docs/deployment.md; ``nnunet_lite
-  predict`` does not use it).
+  OpenVINO's CPU plugin for latency, fp32 (``nnunet_lite predict --engine openvino``).
 - ``onnxruntime_int8``, ``openvino_int8`` and ``openvino_bf16`` (optional): the lower precisions of ``nnunet_lite
-  export --precision`` (:mod:`~nnunet_lite.deploy.quantize`): the exported graph statically quantized with
-  onnxruntime (QDQ, calibrated on :data:`LATENCY_CALIBRATION_PATCHES` random-normal inputs: latency does not depend on
-  the calibration, accuracy does and is checked by the export's accuracy guard) in onnxruntime or OpenVINO, and
-  OpenVINO with ``INFERENCE_PRECISION_HINT=bf16`` (f32 on CPUs without AVX512_BF16/AMX, see
+  export --precision`` (:mod:`~nnunet_lite.deploy.quantize`), each as ``predict`` runs it: the exported graph
+  statically quantized (QDQ, calibrated on :data:`LATENCY_CALIBRATION_PATCHES` random-normal inputs: latency does not
+  depend on the calibration, accuracy does and is checked by the export's accuracy guard) by onnxruntime's quantizer
+  in onnxruntime (``--quantizer onnxruntime``, ``--engine onnx``) and by NNCF (export's default quantizer;
+  onnxruntime's where NNCF is not installed) in OpenVINO (predict's default int8 engine), and OpenVINO with
+  ``INFERENCE_PRECISION_HINT=bf16`` (f32 on CPUs without AVX512_BF16/AMX, see
   :func:`~nnunet_lite.deploy.quantize.bf16_fallback_message`).
 
 ``nnunet_lite profile`` and ``scripts/benchmark_latency.py`` both call :func:`benchmark_latency`;
@@ -49,8 +50,8 @@ VARIANT_LABELS = {
     "compiled": "optimised + torch.compile",
     "onnxruntime": "onnxruntime",
     "openvino": "OpenVINO",
-    "onnxruntime_int8": "onnxruntime int8",
-    "openvino_int8": "OpenVINO int8",
+    "onnxruntime_int8": "onnxruntime int8 (its quantizer)",
+    "openvino_int8": "OpenVINO int8 (NNCF)",
     "openvino_bf16": "OpenVINO bf16",
 }
 LATENCY_CALIBRATION_PATCHES = 4
@@ -190,21 +191,24 @@ def _openvino_runner(
 def _int8_runner(
     model: nn.Module, x: torch.Tensor, threads: int, variant: str, *, allow_spinning: bool
 ) -> Callable[[], object]:
-    """The exported graph quantized to int8 as ``nnunet_lite export --precision int8`` does it, in onnxruntime or
-    OpenVINO."""
+    """The exported graph quantized to int8 as ``nnunet_lite export --precision int8`` does it: by onnxruntime's
+    quantizer for onnxruntime (the graph it runs fastest), by NNCF (export's default) for OpenVINO."""
+    import importlib.util
     import tempfile
     from pathlib import Path
 
     from .engines import openvino_infer_request
     from .onnx_runtime import create_session, export_onnx, run_session
-    from .quantize import quantize_int8
+    from .quantize import quantize_int8, quantize_int8_nncf
+
+    nncf = variant == "openvino_int8" and importlib.util.find_spec("nncf") is not None
 
     generator = torch.Generator().manual_seed(1)
     patches = torch.randn(LATENCY_CALIBRATION_PATCHES, *x.shape[1:], generator=generator).numpy()
     with tempfile.TemporaryDirectory() as tmp:
         fp32, int8 = Path(tmp) / "model.onnx", Path(tmp) / "model_int8.onnx"
         export_onnx(optimize_for_cpu_inference(model, for_export=True), x, fp32)
-        quantize_int8(fp32, int8, patches)
+        (quantize_int8_nncf if nncf else quantize_int8)(fp32, int8, patches)
         data = int8.read_bytes()
     array = x.numpy()
     if variant == "onnxruntime_int8":

@@ -9,6 +9,7 @@ inference forms of :mod:`nnunet_lite.deploy.optimize`, on CUDA with fp16/bf16 au
 from __future__ import annotations
 
 import copy
+import importlib.util
 import os
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -159,7 +160,10 @@ class OpenVinoEngine:
             out = request.infer({0: np.ascontiguousarray(x.numpy(), dtype=np.float32)})[0]
             return torch.from_numpy(out.copy())  # the request reuses its output buffer
 
-        runtime = f"OpenVINO {openvino.__version__.split('-')[0]} CPU {request.compiled_precision}"
+        # an int8 (QDQ) model runs int8 whatever the f32/bf16 hint says
+        int8 = model_file is None and export_precision(export.sidecar) == "int8"
+        kind = "int8 (QDQ)" if int8 else request.compiled_precision
+        runtime = f"OpenVINO {openvino.__version__.split('-')[0]} CPU {kind}"
         engine = _export_engine(export, plans_manager, forward, runtime, max_batch=1, model_path=model_path)
         engine.info["compiled_precision"] = request.compiled_precision
         return engine
@@ -179,9 +183,10 @@ def load_export_engine(
     device: str = "cpu",
 ) -> Engine:
     """The :class:`Engine` that runs an export at the precision it records (``precision="auto"``) or at ``fp32``
-    (its fp32 ``model.onnx``, for comparison). ``engine``: ``auto`` (onnxruntime for fp32/int8, OpenVINO for bf16),
-    ``onnx`` or ``openvino``. ``Engine.info`` holds ``engine``, ``precision`` and, where the CPU lacks instructions,
-    ``note`` (one line: what is missing, what runs instead)."""
+    (its fp32 ``model.onnx``, for comparison). ``engine``: ``auto`` (onnxruntime for fp32, OpenVINO for bf16 and,
+    where it is installed, for int8), ``onnx`` or ``openvino``. ``Engine.info`` holds ``engine``, ``precision`` and,
+    where the CPU lacks instructions or the int8 runtime is the slow one, ``note`` (one line: what is missing, what
+    runs instead)."""
     from .quantize import bf16_fallback_message, int8_note
     from .sidecar import load_export
 
@@ -195,8 +200,19 @@ def load_export_engine(
             f"models); export it with --precision {precision} or drop --precision"
         )
     model_file = export.sidecar.get("precision", {}).get("fp32_file") if precision == "fp32" else None
+    slow_int8 = None
     if engine == "auto":
         engine = "openvino" if precision == "bf16" else "onnx"
+        if precision == "int8" and device == "cpu":
+            # OpenVINO runs both quantizers' QDQ graphs 1.5-5x faster than onnxruntime, whose int8-activation (NNCF)
+            # kernels are slower than its own fp32 ones (docs/deployment.md, "Which int8 runtime")
+            if importlib.util.find_spec("openvino") is not None:
+                engine = "openvino"
+            else:
+                slow_int8 = (
+                    "int8: OpenVINO is not installed, so onnxruntime runs the int8 model (often slower than fp32 "
+                    "there); pip install openvino to run it fast"
+                )
     if precision == "bf16" and engine != "openvino":
         raise PredictError("a bf16 export runs in OpenVINO (onnxruntime has no bf16 CPU path): use --engine openvino")
     if engine == "openvino":
@@ -213,6 +229,7 @@ def load_export_engine(
         result = OnnxEngine.load(export.folder, threads=threads, device=device, model_file=model_file)
         engine_name = "onnxruntime"
     note = bf16_fallback_message() if precision == "bf16" else int8_note() if precision == "int8" else None
+    note = "; ".join(n for n in (note, slow_int8) if n) or None
     result.info.update({"engine": engine_name, "precision": precision, "recorded_precision": recorded, "note": note})
     result.description += f", {precision}"
     return result

@@ -413,7 +413,7 @@ def _lower_precision(
             "seed": 0,
         }
         entry["file"] = INT8_MODEL_FILE
-        entry["engine"] = "onnxruntime (default) or OpenVINO"
+        entry["engine"] = "OpenVINO (default where installed) or onnxruntime"
         sidecar["model"]["file"] = INT8_MODEL_FILE
     else:
         entry["file"] = MODEL_FILE
