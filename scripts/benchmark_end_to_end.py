@@ -12,9 +12,11 @@ per network:
   (interleaved rounds; model loading is timed separately, as ``start-up``);
 - with ``--openvino``, the same export on :class:`~nnunet_lite.deploy.engines.OpenVinoEngine` (``--engine openvino``);
 - int8 (unless ``--fp32-only``): the export quantized as ``nnunet_lite export --precision int8`` quantizes it
-  (calibrated on patches of the training cases; no accuracy guard, the checkpoints are untrained), in onnxruntime and
-  (``--openvino``) OpenVINO, and with ``--openvino`` bf16 (OpenVINO's inference precision); each with its ratio to
-  the network's own fp32 path and to nnU-Net's default network at the same precision;
+  (calibrated on patches of the training cases; no accuracy guard, the checkpoints are untrained), each graph where it
+  runs fastest: onnxruntime's quantizer (``--quantizer onnxruntime``) in onnxruntime and, with ``--openvino``, NNCF's
+  (export's default) in OpenVINO (predict's default int8 engine); with ``--openvino`` also bf16 (OpenVINO's inference
+  precision); each with its ratio to the network's own fp32 path and to nnU-Net's default network at the same
+  precision;
 - stock ``nnUNetv2_predict`` (its defaults: 3 preprocessing and 3 export processes; ``--disable_tta``) on the
   first ``--stock-images`` images, wall time of the command including its start-up.
 
@@ -49,7 +51,11 @@ TRAINERS = {
     "LGMSNet": "nnUNetTrainerLGMSNet",
 }
 DATASET_ID = 961
-LOW_LABELS = {"onnx_int8": "ONNX int8", "openvino_int8": "OpenVINO int8", "openvino_bf16": "OpenVINO bf16"}
+LOW_LABELS = {
+    "onnx_int8": "ONNX int8 (onnxruntime quantizer)",
+    "openvino_int8": "OpenVINO int8 (NNCF; predict's default)",
+    "openvino_bf16": "OpenVINO bf16",
+}
 
 
 def log(message: str) -> None:
@@ -174,12 +180,6 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--fp32-only", action="store_true", help="leave out the int8 (and, with --openvino, bf16) engines"
     )
-    parser.add_argument(
-        "--quantizer",
-        default="nncf",
-        choices=("nncf", "onnxruntime"),
-        help="int8 quantizer (default nncf, export's default; onnxruntime's graph is faster in onnxruntime on AVX2)",
-    )
     parser.add_argument("--spin", action="store_true", help="let idle threads spin (dedicated machines)")
     parser.add_argument("--workdir", default=None, help="keep the environment here (default: a temporary folder)")
     parser.add_argument("--update-readme", nargs="?", const=str(README), default=None, metavar="README")
@@ -213,8 +213,10 @@ def main(argv: list[str] | None = None) -> int:
         low = {}  # (name, precision) -> export folder at that precision
         if not args.fp32_only:
             for name, m in env["models"].items():
-                for precision in ("int8", "bf16") if args.openvino else ("int8",):
-                    low[(name, precision)] = low_precision_export(m["export"], precision, args.quantizer)
+                low[(name, "int8")] = low_precision_export(m["export"], "int8", "onnxruntime")
+                if args.openvino:
+                    low[(name, "int8_nncf")] = low_precision_export(m["export"], "int8", "nncf")
+                    low[(name, "bf16")] = low_precision_export(m["export"], "bf16")
         sessions = {
             name: create_session(load_export(m["export"]).model_path, args.threads, allow_spinning=args.spin)
             for name, m in env["models"].items()
@@ -244,11 +246,11 @@ def main(argv: list[str] | None = None) -> int:
                 if low_name != name:
                     continue
                 if precision == "int8":
-                    engines[(name, "onnx_int8")] = load_export_engine(folder, threads=args.threads)
-                    if args.openvino:
-                        engines[(name, "openvino_int8")] = load_export_engine(
-                            folder, engine="openvino", threads=args.threads
-                        )
+                    engines[(name, "onnx_int8")] = load_export_engine(folder, engine="onnx", threads=args.threads)
+                elif precision == "int8_nncf":
+                    engines[(name, "openvino_int8")] = load_export_engine(
+                        folder, engine="openvino", threads=args.threads
+                    )
                 else:
                     engines[(name, "openvino_bf16")] = load_export_engine(folder, threads=args.threads)
             if not args.skip_torch:
