@@ -96,6 +96,12 @@ def test_int8_export_passes_guard_and_predicts_close_to_fp32(trained, tmp_path, 
     record = json.loads((tmp_path / "pred_int8" / "prediction_engine.json").read_text())
     assert (record["engine"], record["precision"]) == (runtime, "int8") and record["images"] == 3
     assert precision["engine"] == "OpenVINO (default where installed) or onnxruntime"
+    assert guard["engine"] == runtime  # the guard checked the runtime predict runs by default
+    if runtime == "openvino":  # another runtime runs, and says that the guard did not check it
+        assert _predict(main, export, images, tmp_path / "pred_int8_onnx", "--engine", "onnx") == 0
+        out = capsys.readouterr().out
+        assert "engine onnxruntime, precision int8" in out
+        assert "the accuracy guard checked this int8 export in openvino, not in onnxruntime" in out
     assert _predict(main, trained["export"], images, tmp_path / "pred_fp32") == 0
     assert "precision fp32" in capsys.readouterr().out
     for case in ("lesion_ts_000.png", "lesion_ts_001.png", "lesion_ts_big.png"):
@@ -136,6 +142,7 @@ def test_int8_calibrated_on_constant_images_is_refused_with_its_figure(trained, 
     assert main([*COMMON, "-o", str(export), "--precision", "int8"]) == 1
     err = capsys.readouterr().err
     assert "accuracy guard failed: mean foreground Dice drops by" in err and "> --max-dice-drop 0.005" in err
+    assert "try --quantizer onnxruntime or --precision bf16" in err  # what to do instead
     assert err.count("\n") == 1 and not export.exists() and not list(tmp_path.glob(".*"))
     assert main([*COMMON, "-o", str(export), "--precision", "int8", "--force"]) == 0
     out = capsys.readouterr().out

@@ -229,7 +229,14 @@ def load_export_engine(
         result = OnnxEngine.load(export.folder, threads=threads, device=device, model_file=model_file)
         engine_name = "onnxruntime"
     note = bf16_fallback_message() if precision == "bf16" else int8_note() if precision == "int8" else None
-    note = "; ".join(n for n in (note, slow_int8) if n) or None
+    guarded = export.sidecar.get("precision", {}).get("accuracy_guard", {}).get("engine")
+    unguarded = None
+    if precision == recorded != "fp32" and guarded and guarded != engine_name:
+        unguarded = (
+            f"the accuracy guard checked this {precision} export in {guarded}, not in {engine_name}: the same "
+            f"{precision} model can segment differently in another runtime (drop --engine to run the checked one)"
+        )
+    note = "; ".join(n for n in (note, slow_int8, unguarded) if n) or None
     result.info.update({"engine": engine_name, "precision": precision, "recorded_precision": recorded, "note": note})
     result.description += f", {precision}"
     return result

@@ -440,15 +440,23 @@ def _lower_precision(
         use_mirroring=use_mirroring,
         log=log,
     )
+    # the runtime the guard checked: predict's default for this export; another one gets a note when it runs
+    guard["engine"] = candidate.info["engine"]
     entry["accuracy_guard"] = guard
     if not guard["passed"]:
         figure = (
-            f"mean foreground Dice drops by {guard['mean_dice_drop']:.4f} at {precision} "
+            f"mean foreground Dice drops by {guard['mean_dice_drop']:.4f} at {precision} in {guard['engine']} "
             f"({guard['mean_dice_fp32']:.4f} -> {guard[f'mean_dice_{precision}']:.4f}) > --max-dice-drop "
             f"{max_dice_drop:g}"
         )
         if not force:
-            raise ExportError(f"accuracy guard failed: {figure}; the export was not written (--force writes it anyway)")
+            # measured: the same int8 graph can pass in one runtime and fail in the other (docs/deployment.md)
+            other = "" if precision != "int8" else (
+                "; try --quantizer " + ("onnxruntime" if quantizer == "nncf" else "nncf") + " or --precision bf16"
+            )
+            raise ExportError(
+                f"accuracy guard failed: {figure}; the export was not written{other} (--force writes it anyway)"
+            )
         log(f"WARNING: accuracy guard failed ({figure}); written anyway because of --force")
         guard["forced"] = True
     return sidecar
