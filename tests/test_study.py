@@ -78,6 +78,11 @@ BAD_FIELDS = [
     (("epochs = 1", 'epochs = "one"'), "budget.epochs: Input should be a valid integer"),
     (("[budget]", "[budget\n"), "not valid TOML"),
     (("folds = [0, 1]", 'folds = [0, 1]\nrobustness = "mri"'), "robustness: unknown corruption suite 'mri'"),
+    (
+        ('configurations = ["2d"]', 'configurations = ["3d_lowres", "3d_cascade_fullres"]'),
+        "folds: 3d_cascade_fullres trains on the 3d_lowres predictions of all 5 folds (folds = [0, 1]); set folds = "
+        "[0, 1, 2, 3, 4] or remove 3d_cascade_fullres",
+    ),
 ]
 
 
@@ -365,6 +370,58 @@ def _planned_jobs(study_file: Path, gpus: int) -> list[dict]:
         elif line.startswith("Shell command: "):
             jobs[-1]["shell"] = line
     return jobs
+
+
+CASCADE_STUDY = GOOD.replace('configurations = ["2d"]', 'configurations = ["3d_lowres", "3d_cascade_fullres"]').replace(
+    "folds = [0, 1]", "folds = [0, 1, 2, 3, 4]"
+)
+
+
+def test_cascade_waits_for_every_lowres_fold_and_predicts_from_lowres_predictions(tmp_path):
+    """nnU-Net's 3d_cascade_fullres trains on the 3d_lowres predictions that all five 3d_lowres validations write,
+    and predicts from the 3d_lowres test predictions: both are inputs of its jobs, so it never starts early."""
+    pytest.importorskip("snakemake")
+    study = Study.load(write(tmp_path, CASCADE_STUDY), environ={})
+    jobs, job = [], None
+    for line in _snakemake_dry_run(study.file, quiet=False).splitlines():
+        m = re.match(r"^(?:local)?rule (\w+):$", line)
+        if m:
+            job = {"rule": m.group(1), "input": [], "shell": ""}
+            jobs.append(job)
+        elif job is not None and line.startswith("    input: "):
+            job["input"] = line.split(": ", 1)[1].split(", ")
+        elif job is not None and line.startswith("    output: "):
+            job["output"] = line.split(": ", 1)[1]
+        elif job is not None and line.startswith("Shell command: "):
+            job["shell"] = line
+    results = study.paths["nnUNet_results"] / "Dataset993_SyntheticLesions"
+    predictions = study.work_dir / "predictions" / "Dataset993_SyntheticLesions"
+    folders = sorted({t.model_folder for t in study.trainings()})  # TRAINER(budget)__nnUNetPlans__CFG
+    assert len(folders) == 4
+    for lowres_folder in [f for f in folders if f.endswith("__3d_lowres")]:
+        cascade_folder = lowres_folder.replace("__3d_lowres", "__3d_cascade_fullres")
+        summaries = {str(results / lowres_folder / f"fold_{f}" / "validation" / "summary.json") for f in range(5)}
+        cascade = [j for j in jobs if j["rule"] == "train" and f"/{cascade_folder}/" in j["output"]]
+        assert len(cascade) == 5
+        for j in cascade:
+            assert summaries <= set(j["input"]), j["input"]
+        lowres_train = [j for j in jobs if j["rule"] == "train" and f"/{lowres_folder}/" in j["output"]]
+        assert len(lowres_train) == 5 and all(not (summaries & set(j["input"])) for j in lowres_train)
+        [predict] = [j for j in jobs if j["rule"] == "predict_test" and j["output"].endswith(f"/{cascade_folder}")]
+        previous = str(predictions / lowres_folder)
+        assert previous in predict["input"] and f"-prev_stage_predictions {previous}" in predict["shell"]
+        [lowres_predict] = [j for j in jobs if j["rule"] == "predict_test" and j["output"] == previous]
+        assert "-prev_stage_predictions" not in lowres_predict["shell"]
+
+
+def test_cascade_refuses_what_it_cannot_run(tmp_path, capsys):
+    text = CASCADE_STUDY.replace("folds = [0, 1, 2, 3, 4]", 'folds = [0, 1, 2, 3, 4]\nrobustness = "generic"')
+    assert main(["study", "status", str(write(tmp_path, text))]) == 1
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].endswith(
+        "3d_cascade_fullres: zero-shot and robustness runs predict without the 3d_lowres stage the cascade needs; run "
+        "them in a study without 3d_cascade_fullres"
+    ), err
 
 
 GPU_STUDY = (

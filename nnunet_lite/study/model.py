@@ -290,6 +290,24 @@ class StudyModel(_Strict):
                     f"zeroshot[{i}]: source and target are both dataset {pair.source}; a zero-shot pair evaluates "
                     "on another dataset (the source's own test set is already in the report)"
                 )
+        if "3d_cascade_fullres" in self.configurations:
+            # each cascade fold trains on the 3d_lowres predictions of its training cases, which the other folds'
+            # validations write (nnU-Net: "all 5 folds of 3d_lowres must be trained first")
+            if sorted(self.folds) != [0, 1, 2, 3, 4]:
+                raise ValueError(
+                    f"folds: 3d_cascade_fullres trains on the 3d_lowres predictions of all 5 folds (folds = "
+                    f"{self.folds}); set folds = [0, 1, 2, 3, 4] or remove 3d_cascade_fullres"
+                )
+            if any(p != "default" for p in self.plans):
+                raise ValueError(
+                    "plans: 3d_cascade_fullres needs 3d_lowres trained with the same plans file, and plan-matched "
+                    'plans are written per configuration; use plans = ["default"] for a cascade study'
+                )
+            if self.zeroshot or self.robustness:
+                raise ValueError(
+                    "3d_cascade_fullres: zero-shot and robustness runs predict without the 3d_lowres stage the cascade "
+                    "needs; run them in a study without 3d_cascade_fullres"
+                )
         self._check_ensembles()
         known = self.model_identifiers()
         if self.baseline is not None and self.baseline not in known:
