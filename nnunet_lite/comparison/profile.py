@@ -477,9 +477,7 @@ def profile_precisions(
             "summary": instruction_line(),
             "int8_note": int8_note(),
         },
-        "precisions": {
-            p: {"skipped": skipped[p]} if p in skipped else {"runtime": chosen[p][1]} for p in precisions
-        },
+        "precisions": {p: {"skipped": skipped[p]} if p in skipped else {"runtime": chosen[p][1]} for p in precisions},
         "networks": out_networks,
     }
 
