@@ -326,23 +326,19 @@ def format_profiles(profiles: list[dict]) -> str:
 
 BASELINE_TRAINER = "nnUNetTrainer"
 # the runtime each precision of ``nnunet_lite export --precision`` runs in by default (``nnunet_lite predict``), as
-# ``nnunet_lite.deploy.benchmark`` variants; int8 depends on whether OpenVINO is installed (see int8_variant)
+# ``nnunet_lite.deploy.benchmark`` variants with their labels; int8's depends on ``default_int8_engine``
 PRECISION_VARIANTS = {"fp32": "onnxruntime", "bf16": "openvino_bf16", "int8": "openvino_int8"}
-PRECISION_RUNTIMES = {
-    "fp32": "onnxruntime",
-    "bf16": "OpenVINO",
-    "int8": "OpenVINO (NNCF QDQ)",
-    "int8_onnxruntime": "onnxruntime (QDQ)",
-}
+PRECISION_RUNTIMES = {"fp32": "onnxruntime", "bf16": "OpenVINO", "int8": "OpenVINO (NNCF QDQ)"}
+INT8_ONNXRUNTIME = ("onnxruntime_int8", "onnxruntime (QDQ)")  # int8 where OpenVINO is not installed
 
 
 def _precision_variant(precision: str) -> tuple[str, str]:
     """The benchmark variant and runtime label that time ``precision`` as ``nnunet_lite predict`` runs it by default:
     int8 in OpenVINO (NNCF's graph) where OpenVINO is installed, else onnxruntime (its own quantizer's graph)."""
-    import importlib.util
+    from ..deploy.engines import default_int8_engine
 
-    if precision == "int8" and importlib.util.find_spec("openvino") is None:
-        return "onnxruntime_int8", PRECISION_RUNTIMES["int8_onnxruntime"]
+    if precision == "int8" and default_int8_engine() == "onnx":
+        return INT8_ONNXRUNTIME
     return PRECISION_VARIANTS[precision], PRECISION_RUNTIMES[precision]
 
 

@@ -174,6 +174,13 @@ def export_precision(sidecar: dict) -> str:
     return sidecar.get("precision", {}).get("precision", "fp32")
 
 
+def default_int8_engine(device: str = "cpu") -> str:
+    """Where ``predict`` runs an int8 export by default: ``openvino`` on the CPU where OpenVINO is installed (it runs
+    both quantizers' QDQ graphs 1.5-5x faster than onnxruntime, whose int8-activation (NNCF) kernels are slower than
+    its own fp32 ones; docs/deployment.md, "Which int8 runtime"), else ``onnx``."""
+    return "openvino" if device == "cpu" and importlib.util.find_spec("openvino") is not None else "onnx"
+
+
 def load_export_engine(
     export_folder: str | os.PathLike,
     *,
@@ -203,12 +210,9 @@ def load_export_engine(
     slow_int8 = None
     if engine == "auto":
         engine = "openvino" if precision == "bf16" else "onnx"
-        if precision == "int8" and device == "cpu":
-            # OpenVINO runs both quantizers' QDQ graphs 1.5-5x faster than onnxruntime, whose int8-activation (NNCF)
-            # kernels are slower than its own fp32 ones (docs/deployment.md, "Which int8 runtime")
-            if importlib.util.find_spec("openvino") is not None:
-                engine = "openvino"
-            else:
+        if precision == "int8":
+            engine = default_int8_engine(device)
+            if engine == "onnx" and device == "cpu":
                 slow_int8 = (
                     "int8: OpenVINO is not installed, so onnxruntime runs the int8 model (often slower than fp32 "
                     "there); pip install openvino to run it fast"
