@@ -451,15 +451,12 @@ def _lower_precision(
         )
         if not force:
             # measured: the same int8 graph can pass in one runtime and fail in the other (docs/deployment.md)
-            other = (
-                ""
-                if precision != "int8"
-                else (
-                    "; try --quantizer " + ("onnxruntime" if quantizer == "nncf" else "nncf") + " or --precision bf16"
-                )
-            )
+            instead = ""
+            if precision == "int8":
+                other_quantizer = "onnxruntime" if quantizer == "nncf" else "nncf"
+                instead = f"; try --quantizer {other_quantizer} or --precision bf16"
             raise ExportError(
-                f"accuracy guard failed: {figure}; the export was not written{other} (--force writes it anyway)"
+                f"accuracy guard failed: {figure}; the export was not written{instead} (--force writes it anyway)"
             )
         log(f"WARNING: accuracy guard failed ({figure}); written anyway because of --force")
         guard["forced"] = True
