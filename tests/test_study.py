@@ -359,12 +359,16 @@ def test_status_and_run_agree_on_a_fold_whose_final_checkpoint_is_gone(tmp_path)
 
 
 def _planned_jobs(study_file: Path, gpus: int) -> list[dict]:
-    """Every job of a dry-run as {rule, resources, shell}."""
+    """Every job of a dry-run as {rule, input, output, resources, shell}."""
     jobs = []
     for line in _snakemake_dry_run(study_file, gpus, quiet=False).splitlines():
         m = re.match(r"^(?:local)?rule (\w+):$", line)
         if m:
-            jobs.append({"rule": m.group(1), "resources": {}, "shell": ""})
+            jobs.append({"rule": m.group(1), "input": [], "output": "", "resources": {}, "shell": ""})
+        elif line.startswith("    input: "):
+            jobs[-1]["input"] = line.split(": ", 1)[1].split(", ")
+        elif line.startswith("    output: "):
+            jobs[-1]["output"] = line.split(": ", 1)[1]
         elif line.startswith("    resources: "):
             jobs[-1]["resources"] = dict(kv.split("=", 1) for kv in line.split(": ", 1)[1].split(", "))
         elif line.startswith("Shell command: "):
@@ -382,18 +386,7 @@ def test_cascade_waits_for_every_lowres_fold_and_predicts_from_lowres_prediction
     and predicts from the 3d_lowres test predictions: both are inputs of its jobs, so it never starts early."""
     pytest.importorskip("snakemake")
     study = Study.load(write(tmp_path, CASCADE_STUDY), environ={})
-    jobs, job = [], None
-    for line in _snakemake_dry_run(study.file, quiet=False).splitlines():
-        m = re.match(r"^(?:local)?rule (\w+):$", line)
-        if m:
-            job = {"rule": m.group(1), "input": [], "shell": ""}
-            jobs.append(job)
-        elif job is not None and line.startswith("    input: "):
-            job["input"] = line.split(": ", 1)[1].split(", ")
-        elif job is not None and line.startswith("    output: "):
-            job["output"] = line.split(": ", 1)[1]
-        elif job is not None and line.startswith("Shell command: "):
-            job["shell"] = line
+    jobs = _planned_jobs(study.file, gpus=0)
     results = study.paths["nnUNet_results"] / "Dataset993_SyntheticLesions"
     predictions = study.work_dir / "predictions" / "Dataset993_SyntheticLesions"
     folders = sorted({t.model_folder for t in study.trainings()})  # TRAINER(budget)__nnUNetPlans__CFG
